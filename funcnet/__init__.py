@@ -1,0 +1,43 @@
+"""funcnet: JIT-compiled functional neural networks on JAX.
+
+Layers are pairs of pure functions over plain dicts of arrays (see :mod:`funcnet.core`);
+combinators compose them into models; training uses ``jax.grad``, ``jax.jit`` and optax.
+"""
+
+from importlib.metadata import version as _version
+
+from funcnet import layers
+from funcnet.combinators import (
+    FanInConcat,
+    FanInSum,
+    FanOut,
+    Sequential,
+    branch,
+    named,
+    parallel,
+    residual,
+    serial,
+)
+from funcnet.core import (
+    InputTypeError,
+    Layer,
+    LayerError,
+    MissingKeyError,
+    ParamsError,
+    ShapeError,
+)
+from funcnet.layers import *  # noqa: F403  (the catalogue; its __all__ is explicit)
+from funcnet.model import count_params, predict_fn, summary
+
+__version__ = _version("funcnet")
+
+__all__ = [
+    # the contract and its errors
+    "Layer", "LayerError", "ShapeError", "InputTypeError", "ParamsError", "MissingKeyError",
+    # combinators
+    "serial", "Sequential", "parallel", "branch", "residual", "named", "FanOut", "FanInSum", "FanInConcat",
+    # whole models
+    "predict_fn", "summary", "count_params",
+    # layers
+    *layers.__all__,
+]

@@ -1,0 +1,251 @@
+"""The layer contract, written once.
+
+A layer is a :class:`Layer`: a pair of pure functions plus a description of itself.
+
+``init(key, input_shape) -> (output_shape, params, state)``
+    Builds parameters and layer state from a shape alone; it never sees data. ``input_shape``
+    includes the leading batch dimension, whose size does not matter (``-1`` is fine), and is
+    passed through to ``output_shape``. Layers with several inputs (fan-in, ``parallel``) take a
+    tuple of shapes.
+
+``apply(params, state, x, *, key=None, train=False) -> (y, new_state)``
+    Runs the layer. ``key`` is a ``jax.random`` key, needed only by random layers (Dropout) when
+    ``train=True``; ``train`` switches training behaviour (Dropout drops, BatchNorm uses batch
+    statistics and updates its running ones). Layers without state return the state they got.
+
+Invariants every layer keeps:
+
+* ``apply`` is pure: its outputs depend only on its arguments, so ``jax.jit``, ``jax.grad`` and
+  ``jax.vmap`` apply to it directly.
+* ``params`` and ``state`` are plain nested dicts of arrays with readable names
+  (``{"dense_0": {"w": ..., "b": ...}}``); a layer without any returns ``{}``.
+* The output of ``apply`` has the shape ``init`` returned (with the actual batch size).
+* Batch convention: the leading axis is the batch; images are channels-last (NHWC, and NWC / NDHWC
+  for 1-D / 3-D). Each example's result depends on that example alone (BatchNorm in training
+  mode is the documented exception).
+* Compute dtype follows the input: parameters are stored in float32 and cast to the input's
+  floating dtype, so bfloat16 inputs give bfloat16 outputs.
+* Combinators hand every child the ``train`` flag, its own slice of ``params`` and ``state``, and
+  its own key, derived as ``jax.random.fold_in(key, position)``: deterministic and never reused.
+
+Errors: shape and parameter problems raise :class:`LayerError` subclasses while the model is
+built or traced, never as raw XLA errors; combinators add where in the model they happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Key = jax.Array
+Shape = tuple[int, ...]
+Params = dict[str, Any]
+State = dict[str, Any]
+Initializer = Callable[..., Array]
+
+
+class InitFn(Protocol):
+    def __call__(self, key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        """Returns ``(output_shape, params, state)`` for ``input_shape``."""
+
+
+class ApplyFn(Protocol):
+    def __call__(
+        self, params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False
+    ) -> tuple[Any, State]:
+        """Returns ``(output, new_state)``."""
+
+
+class Layer(NamedTuple):
+    """A layer: its two pure functions and a description of itself.
+
+    Attributes:
+        init: ``(key, input_shape) -> (output_shape, params, state)``.
+        apply: ``(params, state, x, *, key=None, train=False) -> (output, new_state)``.
+        kind: the constructor's name (``"Dense"``); default names derive from it (``dense_0``).
+        config: the constructor's arguments that define the architecture, as JSON-able values.
+        children: sublayers, for combinators.
+        name: a name the user gave; combinators use it as the key in ``params`` and ``state``.
+    """
+
+    init: InitFn
+    apply: ApplyFn
+    kind: str
+    config: Mapping[str, Any] = {}
+    children: tuple[Layer, ...] = ()
+    name: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclasses.dataclass
+class _Where:
+    """One step of the path from the model to the failing layer."""
+
+    name: str
+    kind: str
+    position: int | None
+
+
+class LayerError(Exception):
+    """A problem with a layer's input, parameters or configuration, reported with its place.
+
+    Combinators catch it on the way out and record which child it came from (``locate``) and
+    which sibling produced that child's input (``set_source``), so the final message names the
+    full path, the position and the producing layer.
+    """
+
+    def __init__(self, detail: str, *, hint: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.hint = hint
+        self.path: list[_Where] = []
+        self.source: _Where | None = None
+        self.model_input: Any = None
+
+    def locate(self, name: str, kind: str, position: int | None) -> LayerError:
+        self.path.insert(0, _Where(name, kind, position))
+        return self
+
+    def set_source(self, name: str, kind: str, position: int) -> None:
+        if self.source is None:
+            self.source = _Where(name, kind, position)
+
+    def __str__(self) -> str:
+        lines = []
+        if self.path:
+            leaf = self.path[-1]
+            where = f"Layer '{'/'.join(w.name for w in self.path)}' ({leaf.kind}"
+            if leaf.position is not None:
+                where += f", position {leaf.position} in its container"
+            lines.append(f"{where}): {self.detail}")
+        else:
+            lines.append(self.detail)
+        if self.source is not None:
+            lines.append(
+                f"Its input was produced by '{self.source.name}' ({self.source.kind}, "
+                f"position {self.source.position})."
+            )
+        if self.model_input is not None:
+            lines.append(f"The model's input had shape {self.model_input}.")
+        if self.hint:
+            lines.append(f"Hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class ShapeError(LayerError, ValueError):
+    """An input or parameter has a shape the layer cannot take."""
+
+
+class InputTypeError(LayerError, TypeError):
+    """An input has a dtype the layer cannot take (integer images into Dense, say)."""
+
+
+class ParamsError(LayerError, ValueError):
+    """``params`` or ``state`` do not have the structure the layer was built with."""
+
+
+class MissingKeyError(LayerError, ValueError):
+    """A random layer was applied with ``train=True`` but no ``key``."""
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers for layer authors
+
+
+def check_positive(value: Any, argument: str, kind: str) -> None:
+    """Raises ``ValueError`` unless ``value`` is a positive int (or a sequence of them)."""
+    values = value if isinstance(value, Sequence) else (value,)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"{kind}: `{argument}` must be a positive integer, got {value!r}.")
+
+
+def check_rank(shape: Shape, rank: int, layout: str, hint: str | None = None) -> None:
+    """Raises :class:`ShapeError` unless ``shape`` has exactly ``rank`` axes."""
+    if not isinstance(shape, tuple) or len(shape) != rank:
+        raise ShapeError(f"expected input of rank {rank} {layout}, got shape {format_shape(shape)}.", hint=hint)
+
+
+def check_floating(x: Array) -> None:
+    """Raises :class:`InputTypeError` unless ``x`` has a floating dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InputTypeError(
+            f"expected a floating-point input, got dtype {x.dtype}.",
+            hint="convert it first, for example `x.astype('float32') / 255` for 8-bit images.",
+        )
+
+
+def check_input_shape(x: Array, expected: Shape, built_from: str) -> None:
+    """At apply time: raises :class:`ShapeError` unless ``x`` matches ``expected`` past the batch.
+
+    ``expected`` holds ``None`` for axes that may take any size; ``built_from`` says which
+    parameter fixed the expected sizes, for the message.
+    """
+    actual = tuple(x.shape)
+    ok = len(actual) == len(expected) and all(
+        e is None or e == a for e, a in zip(expected[1:], actual[1:], strict=True)
+    )
+    if not ok:
+        shown = format_shape(tuple("N" if e is None else e for e in expected))
+        raise ShapeError(
+            f"was built for inputs of shape {shown} ({built_from}), got {format_shape(actual)}.",
+            hint="inputs must have the shape the model was initialised with, and params must come "
+            "from the same architecture.",
+        )
+
+
+def get_params(params: Params, names: Sequence[str]) -> list[Array]:
+    """Returns ``params[name]`` for each name, or raises :class:`ParamsError` naming what is missing."""
+    if not isinstance(params, Mapping):
+        raise ParamsError(f"expected params to be a dict with keys {list(names)}, got {type(params).__name__}.")
+    missing = [n for n in names if n not in params]
+    extra = [n for n in params if n not in names]
+    if missing or extra:
+        raise ParamsError(
+            f"params do not match this layer: missing {missing}, unexpected {extra}.",
+            hint="were these params made by init of the same model?",
+        )
+    return [params[n] for n in names]
+
+
+def format_shape(shape: Any) -> str:
+    """Formats a shape as ``(N, 28, 28, 1)``, showing a batch size of -1 or None as ``N``."""
+    if isinstance(shape, tuple) and shape and all(isinstance(d, (int, str, type(None))) for d in shape):
+        dims = ["N" if i == 0 and (d is None or d == -1) else str(d) for i, d in enumerate(shape)]
+        return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    return repr(shape)
+
+
+def as_compute(param: Array, x: Array) -> Array:
+    """Casts a stored parameter to the input's dtype (compute dtype follows the input)."""
+    return param.astype(x.dtype)
+
+
+def child_key(key: Key | None, position: int) -> Key | None:
+    """The key for a combinator's child at ``position``: ``fold_in`` keeps it distinct and unused
+    children cost nothing (XLA drops the dead computation)."""
+    return None if key is None else jax.random.fold_in(key, position)
+
+
+def child_names(children: Sequence[Layer]) -> list[str]:
+    """Names children within one container: the user's name, else ``<kind>_<count per kind>``."""
+    counts: dict[str, int] = {}
+    names = []
+    for child in children:
+        if child.name is not None:
+            names.append(child.name)
+            continue
+        base = child.kind.lower()
+        names.append(f"{base}_{counts.get(base, 0)}")
+        counts[base] = counts.get(base, 0) + 1
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"layer names must be unique within a container; repeated: {duplicates}.")
+    return names

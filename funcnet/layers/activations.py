@@ -1,0 +1,111 @@
+"""Activation functions (re-exported from ``jax.nn``) and the layers that apply them.
+
+Each layer is elementwise (Softmax and LogSoftmax: along an axis), has no params or state and
+keeps the input's shape and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from funcnet.core import Array, Key, Layer, Params, State, check_floating
+
+relu = jax.nn.relu
+leaky_relu = jax.nn.leaky_relu
+elu = jax.nn.elu
+gelu = jax.nn.gelu
+silu = jax.nn.silu
+sigmoid = jax.nn.sigmoid
+tanh = jax.nn.tanh
+softmax = jax.nn.softmax
+log_softmax = jax.nn.log_softmax
+
+#: The names that ``activation=`` arguments accept.
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "gelu": gelu,
+    "silu": silu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+    "linear": lambda x: x,
+}
+
+
+def resolve_activation(activation: str | Callable | None, owner: str) -> tuple[Callable, str | None]:
+    """Returns ``(function, name)`` for an ``activation=`` argument (a name, a function or None)."""
+    if activation is None:
+        return ACTIVATIONS["linear"], None
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{owner}: unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+        return ACTIVATIONS[activation], activation
+    if callable(activation):
+        return activation, getattr(activation, "__name__", None)
+    raise ValueError(f"{owner}: `activation` must be a name, a function or None, got {activation!r}.")
+
+
+def _elementwise(kind: str, fn: Callable[[Array], Array], config: dict, name: str | None) -> Layer:
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        del key
+        return input_shape, {}, {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del params, key, train
+        check_floating(x)
+        return fn(x), state
+
+    return Layer(init, apply, kind, config, (), name)
+
+
+def Relu(name: str | None = None) -> Layer:  # noqa: N802
+    """``max(x, 0)``."""
+    return _elementwise("Relu", relu, {}, name)
+
+
+def LeakyRelu(negative_slope: float = 0.01, name: str | None = None) -> Layer:  # noqa: N802
+    """``x`` where positive, ``negative_slope * x`` elsewhere."""
+    return _elementwise("LeakyRelu", lambda x: leaky_relu(x, negative_slope),
+                        {"negative_slope": negative_slope}, name)
+
+
+def Elu(alpha: float = 1.0, name: str | None = None) -> Layer:  # noqa: N802
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+    return _elementwise("Elu", lambda x: elu(x, alpha), {"alpha": alpha}, name)
+
+
+def Gelu(approximate: bool = True, name: str | None = None) -> Layer:  # noqa: N802
+    """Gaussian error linear unit; ``approximate=False`` uses the exact erf form."""
+    return _elementwise("Gelu", lambda x: gelu(x, approximate=approximate), {"approximate": approximate}, name)
+
+
+def Silu(name: str | None = None) -> Layer:  # noqa: N802
+    """``x * sigmoid(x)`` (also called swish)."""
+    return _elementwise("Silu", silu, {}, name)
+
+
+def Sigmoid(name: str | None = None) -> Layer:  # noqa: N802
+    """``1 / (1 + exp(-x))``."""
+    return _elementwise("Sigmoid", sigmoid, {}, name)
+
+
+def Tanh(name: str | None = None) -> Layer:  # noqa: N802
+    """Hyperbolic tangent."""
+    return _elementwise("Tanh", tanh, {}, name)
+
+
+def Softmax(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
+    """Softmax along ``axis`` (default: the last). Prefer logits plus a cross-entropy from logits."""
+    return _elementwise("Softmax", lambda x: softmax(x, axis=axis), {"axis": axis}, name)
+
+
+def LogSoftmax(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
+    """Log-softmax along ``axis`` (default: the last)."""
+    return _elementwise("LogSoftmax", lambda x: log_softmax(x, axis=axis), {"axis": axis}, name)

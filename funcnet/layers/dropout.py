@@ -1,0 +1,46 @@
+"""Dropout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.core import Array, Key, Layer, MissingKeyError, Params, State
+
+
+def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
+    """Zeroes each value with probability ``rate`` while training, scaling the rest by ``1/(1-rate)``.
+
+    ``rate`` is the probability of *dropping* (as in Keras and PyTorch). In evaluation
+    (``train=False``) the layer is the identity; in training it needs a ``key``.
+
+    Args:
+        rate: drop probability, in ``[0, 1)``.
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        Any shape, unchanged. No params or state.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f"Dropout: `rate` is the probability of dropping and must be in [0, 1), got {rate!r}.")
+
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        del key
+        return input_shape, {}, {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del params
+        if not train or rate == 0:
+            return x, state
+        if key is None:
+            raise MissingKeyError(
+                "train=True needs a random key to drop values, got key=None.",
+                hint="pass key=jax.random.key(seed) to apply (fit and the train step do this for you).",
+            )
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype), state
+
+    return Layer(init, apply, "Dropout", {"rate": rate}, (), name)
