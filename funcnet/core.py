@@ -225,7 +225,7 @@ def format_shape(shape: Any) -> str:
 
 def as_compute(param: Array, x: Array) -> Array:
     """Casts a stored parameter to the input's dtype (compute dtype follows the input)."""
-    return param.astype(x.dtype)
+    return jnp.asarray(param, dtype=x.dtype)
 
 
 def child_key(key: Key | None, position: int) -> Key | None:
