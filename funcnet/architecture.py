@@ -1,0 +1,270 @@
+"""A model's architecture as JSON, and the model rebuilt from it with no user code.
+
+A model built from funcnet's own layers and combinators is fully described by each layer's
+``kind``, ``config``, ``name`` and ``children`` (see :class:`funcnet.core.Layer`). :func:`describe`
+turns that into plain JSON-able dicts; :func:`rebuild` looks each ``kind`` up in a fixed registry
+(:data:`funcnet.layers.LAYERS` plus the combinators) and calls the constructor with the config as
+keyword arguments. Nothing named in a description is imported or evaluated: an unknown kind is an
+error, so a description (or a checkpoint holding one) can never run code.
+
+Description format (version 1)::
+
+    {"kind": "Serial", "name": None, "config": {},
+     "children": [{"kind": "Dense", "name": None, "config": {"units": 8, "activation": "relu",
+                   "use_bias": True, "rank": 2}, "children": []}, ...]}
+
+What a description cannot hold:
+
+* a user's own layer (its ``kind`` is not in the registry);
+* a config value that is not JSON (an initializer, an arbitrary function), and an activation
+  given as a function rather than a name.
+
+:func:`describe` never fails on these (a checkpoint of such a model can still be saved: the
+offending values are recorded as markers); :func:`rebuild` then raises :class:`ArchitectureError`
+naming the layer's path and saying to pass the model explicitly. Initializers (``w_init``) are not
+part of ``config``: a rebuilt model applies restored params exactly, but a fresh ``init`` uses the
+default initializers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial
+from funcnet.core import Layer, child_names
+
+#: The version of the description format written by :func:`describe`.
+ARCHITECTURE_VERSION = 1
+
+#: Marker key for a config value that is not JSON (recorded by describe, refused by rebuild).
+NOT_JSON = "__funcnet_not_json__"
+
+_MAX_DEPTH = 200
+
+
+class ArchitectureError(ValueError):
+    """A description that cannot be turned back into a model (unknown kind, non-JSON config)."""
+
+
+def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], str | None], Layer]]:
+    """Constructors for the combinators, from ``(config, children, name)``."""
+
+    def _residual(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+        has_shortcut = config.get("shortcut", False)
+        if not isinstance(has_shortcut, bool):
+            raise TypeError(f"config 'shortcut' must be true or false, got {has_shortcut!r}")
+        if has_shortcut:
+            if not children:
+                raise ValueError("config says there is a shortcut but there are no children")
+            return residual(*children[:-1], shortcut=children[-1], name=name)
+        return residual(*children, name=name)
+
+    def _no_config(fn: Callable[..., Layer]) -> Callable:
+        def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+            if config:
+                raise ValueError(f"takes no config, got {dict(config)!r}")
+            return fn(*children, name=name)
+
+        return make
+
+    def _leaf(fn: Callable[..., Layer]) -> Callable:
+        def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+            if children:
+                raise ValueError("takes no children")
+            return fn(**config, name=name)
+
+        return make
+
+    return {
+        "Serial": _no_config(serial),
+        "Parallel": _no_config(parallel),
+        "Branch": _no_config(branch),
+        "Residual": _residual,
+        "FanOut": _leaf(FanOut),
+        "FanInSum": _leaf(FanInSum),
+        "FanInConcat": _leaf(FanInConcat),
+    }
+
+
+def registry() -> dict[str, Callable[..., Layer]]:
+    """Every kind :func:`rebuild` knows: funcnet's layer constructors, then its combinators.
+
+    Layer constructors are looked up in :data:`funcnet.layers.LAYERS` each time, so layers added
+    to the catalogue are covered without changes here.
+    """
+    from funcnet.layers import LAYERS
+
+    return {**LAYERS, **_combinators()}
+
+
+# --------------------------------------------------------------------------------------------
+# describe
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as JSON (tuples become lists), or a marker saying what it was."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {NOT_JSON: "float", "repr": repr(value)}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {k: _json_value(v) for k, v in value.items()}
+    return {NOT_JSON: type(value).__name__, "repr": repr(value)[:200]}
+
+
+def describe(model: Layer) -> dict[str, Any]:
+    """Describes ``model`` as nested JSON-able dicts (see the module docstring for the format).
+
+    Never fails for a valid :class:`~funcnet.core.Layer`: values that JSON cannot hold are
+    recorded as markers that :func:`rebuild` refuses.
+
+    Args:
+        model: a layer or a whole model.
+
+    Returns:
+        ``{"kind", "name", "config", "children"}``, recursively.
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"describe: expected a funcnet Layer, got {type(model).__name__}.")
+    return {
+        "kind": model.kind,
+        "name": model.name,
+        "config": {str(k): _json_value(v) for k, v in dict(model.config).items()},
+        "children": [describe(child) for child in model.children],
+    }
+
+
+def to_json(model: Layer, input_shape: Any = None) -> str:
+    """``model``'s description (and optionally its input shape) as a JSON string."""
+    return json.dumps(document(model, input_shape), sort_keys=True)
+
+
+def document(model: Layer, input_shape: Any = None) -> dict[str, Any]:
+    """The description with its format version and the input shape the model was built for."""
+    return {"version": ARCHITECTURE_VERSION, "input_shape": _json_value(input_shape), "model": describe(model)}
+
+
+# --------------------------------------------------------------------------------------------
+# rebuild
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to tuples (constructors take shapes and paddings as tuples)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _find_not_json(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if NOT_JSON in value:
+            return f"a {value[NOT_JSON]} ({value.get('repr', '?')})"
+        for v in value.values():
+            found = _find_not_json(v)
+            if found:
+                return found
+    if isinstance(value, list):
+        for v in value:
+            found = _find_not_json(v)
+            if found:
+                return found
+    return None
+
+
+_PASS_MODEL = "pass the model explicitly (for a checkpoint: restore(path, model=...))."
+
+
+def rebuild(description: Mapping[str, Any]) -> Layer:
+    """Builds the model a :func:`describe` result (or a :func:`document`) stands for.
+
+    Args:
+        description: ``describe(model)``, or ``document(model, input_shape)``.
+
+    Returns:
+        A Layer equal in structure to the described one: same kinds, configs and names, hence the
+        same ``params``/``state`` trees and the same ``apply``.
+
+    Raises:
+        ArchitectureError: naming the layer's path, for an unknown kind (a user's layer), a
+            config that was not JSON (a function given as activation, say), or a malformed
+            description.
+    """
+    if isinstance(description, Mapping) and "model" in description and "kind" not in description:
+        version = description.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version > ARCHITECTURE_VERSION:
+            raise ArchitectureError(
+                f"architecture description has version {version!r}; this funcnet reads versions up to "
+                f"{ARCHITECTURE_VERSION}. Upgrade funcnet, or {_PASS_MODEL}"
+            )
+        description = description["model"]
+    return _rebuild(description, "model", registry(), 0)
+
+
+def _rebuild(node: Any, path: str, kinds: Mapping[str, Callable], depth: int) -> Layer:
+    if depth > _MAX_DEPTH:
+        raise ArchitectureError(f"architecture description is nested deeper than {_MAX_DEPTH} levels at '{path}'.")
+    if not isinstance(node, Mapping) or not isinstance(node.get("kind"), str):
+        raise ArchitectureError(f"malformed architecture description at '{path}': expected an object with a "
+                                f"string 'kind', got {type(node).__name__}.")
+    kind, name = node["kind"], node.get("name")
+    config, children = node.get("config", {}), node.get("children", [])
+    where = f"'{path}' ({kind})"
+    if name is not None and not isinstance(name, str):
+        raise ArchitectureError(f"malformed architecture description at {where}: 'name' must be a string or null.")
+    if not isinstance(config, Mapping) or not isinstance(children, list):
+        raise ArchitectureError(f"malformed architecture description at {where}: 'config' must be an object "
+                                "and 'children' a list.")
+    if kind not in kinds:
+        raise ArchitectureError(
+            f"cannot rebuild layer {where}: '{kind}' is not one of funcnet's layers or combinators (a custom "
+            f"layer?), so its code is not known; {_PASS_MODEL}"
+        )
+    bad = _find_not_json(config)
+    if bad is not None:
+        raise ArchitectureError(
+            f"cannot rebuild layer {where}: its config holds {bad}, which a description cannot record "
+            f"(give activations by name, e.g. activation='relu'); {_PASS_MODEL}"
+        )
+    dummy_names = [c.get("name") if isinstance(c, Mapping) else None for c in children]
+    child_layers = []
+    kind_counts: dict[str, int] = {}
+    for child, child_name in zip(children, dummy_names, strict=True):
+        # The child's path uses the same names its container gives it in params.
+        if child_name is None and isinstance(child, Mapping) and isinstance(child.get("kind"), str):
+            base = child["kind"].lower()
+            child_name = f"{base}_{kind_counts.get(base, 0)}"
+            kind_counts[base] = kind_counts.get(base, 0) + 1
+        child_layers.append(_rebuild(child, f"{path}/{child_name}", kinds, depth + 1))
+    try:
+        if kind in _combinators():
+            layer = kinds[kind](dict(config), tuple(child_layers), name)
+        else:
+            if child_layers:
+                raise ValueError("a leaf layer takes no children")
+            layer = kinds[kind](**_tuples(dict(config)), name=name)
+    except (TypeError, ValueError) as error:
+        raise ArchitectureError(
+            f"cannot rebuild layer {where} from config {dict(config)!r}: {error}. The description may come "
+            f"from another funcnet version, or a function was given where a name was expected; {_PASS_MODEL}"
+        ) from error
+    child_names(child_layers)  # duplicate names are an error here too
+    return layer
+
+
+def from_json(text: str) -> Layer:
+    """Inverse of :func:`to_json`: the model (the input shape is in ``json.loads(text)``)."""
+    try:
+        description = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ArchitectureError(f"architecture description is not valid JSON: {error}") from error
+    return rebuild(description)
+
