@@ -1,0 +1,80 @@
+"""Embedding: a lookup table from integer ids to learned vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.core import (
+    Array,
+    Initializer,
+    InputTypeError,
+    Key,
+    Layer,
+    Params,
+    ShapeError,
+    State,
+    check_positive,
+    format_shape,
+    get_params,
+)
+
+normal = jax.nn.initializers.normal(stddev=0.05)
+
+
+def Embedding(  # noqa: N802
+    vocab_size: int,
+    features: int,
+    *,
+    w_init: Initializer = normal,
+    name: str | None = None,
+) -> Layer:
+    """Maps each integer id to row ``id`` of a learned table: ``y[..., :] = w[x[...]]``.
+
+    Ids outside ``[0, vocab_size)``, negative ones included, give rows of NaN, eagerly and under
+    ``jax.jit`` alike (JAX cannot raise on values inside a compiled function), so the mistake
+    shows up as a NaN loss instead of a silently reused row; their gradient is zero.
+
+    Args:
+        vocab_size: number of ids (rows of the table).
+        features: size of each vector.
+        w_init: initializer from ``jax.nn.initializers`` (normal with standard deviation 0.05).
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        ``(N, ...)`` integers ``-> (N, ..., features)`` in float32 (the table's dtype).
+
+    Params:
+        ``{"w": (vocab_size, features)}``.
+
+    Raises:
+        InputTypeError: at apply, for a non-integer input.
+    """
+    check_positive(vocab_size, "vocab_size", "Embedding")
+    check_positive(features, "features", "Embedding")
+
+    def check(shape: Any) -> None:
+        if not isinstance(shape, tuple) or len(shape) < 1:
+            raise ShapeError(f"Embedding expects integer ids of shape (batch, ...), got {format_shape(shape)}.")
+
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        check(input_shape)
+        return (*input_shape, features), {"w": w_init(key, (vocab_size, features), jnp.float32)}, {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del key, train
+        (w,) = get_params(params, ("w",))
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise InputTypeError(
+                f"Embedding takes integer ids, got dtype {x.dtype}.",
+                hint="pass token ids as integers, for example `x.astype('int32')` if they are whole-number floats.",
+            )
+        check(tuple(x.shape))
+        # jnp.take wraps negative ids like NumPy; map them past the end so that "fill" gives NaN.
+        ids = jnp.where(x < 0, w.shape[0], x)
+        return jnp.take(w, ids, axis=0, mode="fill", fill_value=jnp.nan), state
+
+    return Layer(init, apply, "Embedding", {"vocab_size": vocab_size, "features": features}, (), name)

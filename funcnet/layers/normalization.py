@@ -1,0 +1,226 @@
+"""Normalisation layers: BatchNorm, LayerNorm and GroupNorm, over channels-last inputs.
+
+Each standardises its input, ``(x - mean) / sqrt(var + epsilon)`` with the biased variance
+(the mean of squared deviations), then applies a learned per-channel ``scale`` and ``bias``. The
+statistics are computed in at least float32, and the output has the input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.core import (
+    Array,
+    Key,
+    Layer,
+    Params,
+    ParamsError,
+    ShapeError,
+    State,
+    check_floating,
+    check_input_shape,
+    format_shape,
+    get_params,
+)
+
+
+def _check_config(kind: str, epsilon: Any, momentum: Any = None) -> None:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not number(epsilon) or not epsilon > 0:
+        raise ValueError(f"{kind}: `epsilon` must be a positive number, got {epsilon!r}.")
+    if momentum is not None and (not number(momentum) or not 0 <= momentum < 1):
+        raise ValueError(f"{kind}: `momentum` must be a number in [0, 1), got {momentum!r}.")
+
+
+def _channels(kind: str, shape: Any) -> int:
+    """Checks a ``(batch, ..., channels)`` shape (at init or apply); returns the channels."""
+    if (not isinstance(shape, tuple) or len(shape) < 2 or not isinstance(shape[-1], int)
+            or isinstance(shape[-1], bool) or shape[-1] < 1):
+        raise ShapeError(f"{kind} expects inputs of shape (batch, ..., channels) with a known number of "
+                         f"channels, got {format_shape(shape)}.")
+    return shape[-1]
+
+
+def _affine_names(use_scale: bool, use_bias: bool) -> tuple[str, ...]:
+    return ("scale",) * use_scale + ("bias",) * use_bias
+
+
+def _affine_params(names: Sequence[str], channels: int) -> Params:
+    make = {"scale": jnp.ones, "bias": jnp.zeros}
+    return {n: make[n]((channels,), jnp.float32) for n in names}
+
+
+def _compute(x: Array) -> Array:
+    """``x`` in the dtype the statistics are computed in: float32, or wider if ``x`` is."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _finish(y: Array, x: Array, names: Sequence[str], weights: Sequence[Array]) -> Array:
+    """Applies ``scale`` and ``bias`` (broadcast over the last axis) and casts back to ``x``'s dtype."""
+    for n, p in zip(names, weights, strict=True):
+        y = y * p.astype(y.dtype) if n == "scale" else y + p.astype(y.dtype)
+    return y.astype(x.dtype)
+
+
+def _check_apply(kind: str, params: Params, names: Sequence[str], x: Array) -> list[Array]:
+    """The apply-time checks shared by the three layers; returns the affine params."""
+    weights = get_params(params, names)
+    check_floating(x)
+    _channels(kind, tuple(x.shape))
+    if weights:
+        check_input_shape(x, (None, *x.shape[1:-1], weights[0].shape[0]),
+                          f"{names[0]} has shape {tuple(weights[0].shape)}")
+    return weights
+
+
+def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = True,  # noqa: N802
+              use_bias: bool = True, name: str | None = None) -> Layer:
+    """Batch normalisation: standardises each channel over the batch and every other axis.
+
+    With ``train=True`` it uses the batch's mean and (biased) variance over every axis but the
+    last, and returns updated running statistics,
+    ``running = momentum * running + (1 - momentum) * batch`` (for the variance, the biased
+    batch variance, as Keras and Flax do; PyTorch uses the unbiased one). With ``train=False``
+    it uses the running statistics and returns the state unchanged.
+
+    In training mode each example's output depends on the whole batch, the one exception to the
+    per-example rule of :mod:`funcnet.core`; the running statistics are state, not parameters,
+    so pass the returned state to the next step.
+
+    Args:
+        momentum: weight of the old running statistics, in ``[0, 1)``.
+        epsilon: added to the variance, > 0.
+        use_scale, use_bias: whether to learn a per-channel ``scale`` (initialised to 1) and
+            ``bias`` (initialised to 0).
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        ``(N, ..., C) -> (N, ..., C)``, rank 2 or more.
+
+    Params and state:
+        params ``{"scale": (C,), "bias": (C,)}``; state ``{"mean": (C,), "var": (C,)}``,
+        initialised to zeros and ones.
+    """
+    _check_config("BatchNorm", epsilon, momentum)
+    names = _affine_names(use_scale, use_bias)
+
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        del key
+        channels = _channels("BatchNorm", input_shape)
+        state = {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)}
+        return input_shape, _affine_params(names, channels), state
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del key
+        weights = _check_apply("BatchNorm", params, names, x)
+        if not isinstance(state, Mapping) or set(state) != {"mean", "var"}:
+            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ParamsError(f"expected state with keys ['mean', 'var'], got {got}.",
+                              hint="pass the state that init (or the previous training step) returned.")
+        running_mean, running_var = state["mean"], state["var"]
+        check_input_shape(x, (None, *x.shape[1:-1], running_mean.shape[0]),
+                          f"state mean has shape {tuple(running_mean.shape)}")
+        xc = _compute(x)
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean, var = jnp.mean(xc, axes), jnp.var(xc, axes)
+            state = {k: jax.lax.stop_gradient(momentum * old + (1 - momentum) * new).astype(old.dtype)
+                     for k, old, new in (("mean", running_mean, mean), ("var", running_var, var))}
+        else:
+            mean, var = running_mean.astype(xc.dtype), running_var.astype(xc.dtype)
+        y = (xc - mean) * jax.lax.rsqrt(var + epsilon)
+        return _finish(y, x, names, weights), state
+
+    config = {"momentum": momentum, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
+    return Layer(init, apply, "BatchNorm", config, (), name)
+
+
+def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True,  # noqa: N802
+              name: str | None = None) -> Layer:
+    """Layer normalisation: standardises each example over its last axis (the features).
+
+    Args:
+        epsilon: added to the variance, > 0.
+        use_scale, use_bias: whether to learn a per-feature ``scale`` (1) and ``bias`` (0).
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        ``(N, ..., C) -> (N, ..., C)``, rank 2 or more; each position is normalised on its own.
+
+    Params:
+        ``{"scale": (C,), "bias": (C,)}``. No state.
+    """
+    _check_config("LayerNorm", epsilon)
+    names = _affine_names(use_scale, use_bias)
+
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        del key
+        return input_shape, _affine_params(names, _channels("LayerNorm", input_shape)), {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del key, train
+        weights = _check_apply("LayerNorm", params, names, x)
+        xc = _compute(x)
+        mean, var = jnp.mean(xc, -1, keepdims=True), jnp.var(xc, -1, keepdims=True)
+        return _finish((xc - mean) * jax.lax.rsqrt(var + epsilon), x, names, weights), state
+
+    config = {"epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
+    return Layer(init, apply, "LayerNorm", config, (), name)
+
+
+def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  # noqa: N802
+              use_bias: bool = True, name: str | None = None) -> Layer:
+    """Group normalisation: splits the channels into ``groups`` groups of consecutive channels and
+    standardises each group of each example over its channels and every spatial axis.
+
+    ``groups=1`` normalises each example as a whole; ``groups=C`` is instance normalisation.
+
+    Args:
+        groups: number of groups; the input's channels must be divisible by it.
+        epsilon: added to the variance, > 0.
+        use_scale, use_bias: whether to learn a per-channel ``scale`` (1) and ``bias`` (0).
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        ``(N, ..., C) -> (N, ..., C)``, rank 2 or more.
+
+    Params:
+        ``{"scale": (C,), "bias": (C,)}``. No state.
+    """
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"GroupNorm: `groups` must be a positive integer, got {groups!r}.")
+    _check_config("GroupNorm", epsilon)
+    names = _affine_names(use_scale, use_bias)
+
+    def channels(shape: Any) -> int:
+        c = _channels("GroupNorm", shape)
+        if c % groups:
+            raise ShapeError(f"the input's {c} channels cannot be split into groups={groups}: channels "
+                             "must be divisible by groups.")
+        return c
+
+    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+        del key
+        return input_shape, _affine_params(names, channels(input_shape)), {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, State]:
+        del key, train
+        weights = _check_apply("GroupNorm", params, names, x)
+        c = channels(tuple(x.shape))
+        xc = _compute(x).reshape(*x.shape[:-1], groups, c // groups)
+        axes = (*range(1, x.ndim - 1), -1)
+        mean, var = jnp.mean(xc, axes, keepdims=True), jnp.var(xc, axes, keepdims=True)
+        y = ((xc - mean) * jax.lax.rsqrt(var + epsilon)).reshape(x.shape)
+        return _finish(y, x, names, weights), state
+
+    config = {"groups": groups, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
+    return Layer(init, apply, "GroupNorm", config, (), name)
