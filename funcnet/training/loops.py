@@ -1,0 +1,161 @@
+"""The compiled loops behind ``fit``, ``evaluate`` and ``predict``.
+
+With the data on the device, a batch is gathered inside the compiled function from the epoch's
+index matrix (see :mod:`funcnet.training.batching`), so a training step needs no host work: in
+``"step"`` mode Python dispatches one compiled step per batch; in ``"scan"`` mode one call runs a
+whole epoch (or ``steps_per_call`` steps) as a ``jax.lax.scan``. Both run the same step body,
+which threads a :class:`Carry` holding the params, the optimizer state and the running metrics.
+Data that does not fit on the device is batched on the host and copied ahead of the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet.core import Array, Key, Params, State
+from funcnet.training.batching import gather, padding_mask, step_key
+from funcnet.training.step import TrainProgram
+
+
+class Carry(NamedTuple):
+    """What a training step passes to the next: all of it lives on the device."""
+
+    params: Params
+    state: State
+    opt_state: Any
+    acc: dict
+    row: Array  # the batch's row in the epoch's index matrix
+    step: Array  # optimisation steps since the start of training
+
+
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """How batches are cut: ``n`` examples, ``batch_size`` per batch, weights or not.
+
+    ``masked`` is True when batches carry weights: a padded last batch, or sample weights.
+    """
+
+    n: int
+    batch_size: int
+    masked: bool
+
+    def take(self, data: tuple, order: Array, row: Array) -> tuple[Any, Any, Array | None]:
+        """Batch ``row`` of ``order`` from device-resident ``data = (x, y, sample_weight)``."""
+        x, y, sample_weight = data
+        indices = jax.lax.dynamic_index_in_dim(order, row, keepdims=False)
+        weights = None
+        if self.masked:
+            weights = padding_mask(row, self.n, self.batch_size)
+            if sample_weight is not None:
+                weights = weights * gather(sample_weight, indices).astype(jnp.float32)
+        return gather(x, indices), gather(y, indices), weights
+
+
+def eval_order(n: int, batch_size: int) -> np.ndarray:
+    """Indices ``0..n-1`` in rows of ``batch_size``, the last row padded with the first examples."""
+    rows = -(-n // batch_size)
+    return (np.arange(rows * batch_size) % n).reshape(rows, batch_size).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoop:
+    """Builds the jitted functions one fit uses (each compiles once per shape)."""
+
+    program: TrainProgram
+    batches: Batches
+
+    def apply(self, carry: Carry, x: Any, y: Any, weights: Array | None, step_root: Key) -> Carry:
+        key = step_key(step_root, carry.step)
+        params, state, opt_state, loss, outputs, ok, bad_run = self.program.update(
+            carry.params, carry.state, carry.opt_state, x, y, weights, key)
+        acc = self.program.tracker.update(carry.acc, loss, y, outputs, weights, ok, bad_run)
+        return Carry(params, state, opt_state, acc, carry.row + 1, carry.step + 1)
+
+    def device_step(self) -> Callable:
+        """``(carry, data, order, step_root) -> carry``: one step on batch ``carry.row``."""
+
+        def step(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
+            return self.apply(carry, *self.batches.take(data, order, carry.row), step_root)
+
+        return jax.jit(step, donate_argnums=0)
+
+    def device_scan(self) -> Callable:
+        """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call."""
+
+        def run(carry: Carry, data: tuple, order: Array, step_root: Key, length: int) -> Carry:
+            def body(c: Carry, _: None) -> tuple[Carry, None]:
+                return self.apply(c, *self.batches.take(data, order, c.row), step_root), None
+
+            return jax.lax.scan(body, carry, None, length=length)[0]
+
+        return jax.jit(run, static_argnums=4, donate_argnums=0)
+
+    def host_step(self) -> Callable:
+        """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""
+
+        def step(carry: Carry, batch: tuple, step_root: Key) -> Carry:
+            return self.apply(carry, *batch, step_root)
+
+        return jax.jit(step, donate_argnums=0)
+
+    def summarize(self) -> Callable:
+        """``acc -> logs``: the running loss and metrics, plus the skip counters."""
+
+        def summarize(acc: dict) -> dict:
+            logs = self.program.tracker.compute(acc)
+            logs["skipped"], logs["bad_run"] = acc["skipped"], acc["bad_run"]
+            return logs
+
+        return jax.jit(summarize)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalLoop:
+    """Evaluation (accumulated metrics) and prediction (stacked outputs) over padded batches."""
+
+    program: TrainProgram
+    batches: Batches
+
+    def evaluate_device(self) -> Callable:
+        """``(params, state, acc, data, order) -> acc`` over every row of ``order`` in one call."""
+
+        def run(params: Params, state: State, acc: dict, data: tuple, order: Array) -> dict:
+            def body(a: dict, row: Array) -> tuple[dict, None]:
+                x, y, weights = self.batches.take(data, order, row)
+                return self.program.evaluate(params, state, a, x, y, weights), None
+
+            return jax.lax.scan(body, acc, jnp.arange(order.shape[0]))[0]
+
+        return jax.jit(run)
+
+    def evaluate_host(self) -> Callable:
+        """``(params, state, acc, batch) -> acc`` for one batch already on the device."""
+
+        def step(params: Params, state: State, acc: dict, batch: tuple) -> dict:
+            return self.program.evaluate(params, state, acc, *batch)
+
+        return jax.jit(step)
+
+    def predict_device(self) -> Callable:
+        """``(params, state, x, order) -> outputs`` of shape ``(rows * batch_size, ...)``."""
+        model = self.program.model
+
+        def run(params: Params, state: State, x: Any, order: Array) -> Any:
+            def body(_: None, indices: Array) -> tuple[None, Any]:
+                return None, model.apply(params, state, gather(x, indices), train=False)[0]
+
+            stacked = jax.lax.scan(body, None, order)[1]
+            return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked)
+
+        return jax.jit(run)
+
+    def predict_host(self) -> Callable:
+        """``(params, state, x) -> outputs`` for one batch already on the device."""
+        model = self.program.model
+        return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])

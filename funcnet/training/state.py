@@ -1,0 +1,63 @@
+"""What ``fit`` carries from epoch to epoch and what it returns."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from funcnet.core import Key, Params, State
+
+__all__ = ["FitResult", "NonFiniteError", "TrainState"]
+
+
+class TrainState(NamedTuple):
+    """Everything needed to continue training exactly where it stopped.
+
+    ``fit`` hands it to every callback at the end of each epoch, and resumes from one with
+    ``fit(..., resume=train_state)``: the next epoch then shuffles and draws keys exactly as the
+    uninterrupted run would have (see :mod:`funcnet.training.batching`). A checkpoint that saves
+    all six fields restores the run bit for bit.
+
+    Attributes:
+        params: the model's parameters.
+        state: the model's layer state (BatchNorm statistics), ``{}`` if none.
+        opt_state: the optax state (moments, step counts, the non-finite guard's counters).
+        step: optimisation steps done so far (the next step's key is ``fold_in(step_root, step)``).
+        epoch: epochs completed; the next epoch to run (its batch order derives from it).
+        key: the key ``fit`` was given; all randomness derives from it, ``step`` and ``epoch``.
+    """
+
+    params: Params
+    state: State
+    opt_state: Any
+    step: int
+    epoch: int
+    key: Key
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns.
+
+    Attributes:
+        params, state, opt_state: after the last epoch (a KeepBest callback restores the best
+            epoch's params and state).
+        history: ``{name: [one value per epoch]}``: ``"epoch"``, ``"loss"``, each metric, their
+            ``"val_"`` versions, ``"skipped"``, ``"learning_rate"`` (when known), ``"time"``.
+    """
+
+    params: Params
+    state: State
+    opt_state: Any
+    history: dict[str, list]
+
+
+class NonFiniteError(FloatingPointError):
+    """Training stopped after too many consecutive steps with a non-finite loss or gradient.
+
+    Attributes:
+        train_state: the state when it stopped; every bad update was skipped, so its params are
+            the last finite ones.
+    """
+
+    def __init__(self, message: str, train_state: TrainState):
+        super().__init__(message)
+        self.train_state = train_state
