@@ -16,6 +16,7 @@ Manifest::
      "tree": <skeleton>,                # funcnet.checkpoint.tree
      "arrays": [{"path": "['params']['dense_0']['w']", "file": "arrays/000000.bin",
                  "kind": "jax" | "numpy" | "python" | "key", "dtype": "float32", "shape": [784, 10],
+                 "numpy_scalar": true,               # kind "numpy" only: a np.float32(1.0), not an array
                  "nbytes": 31360, "sha256": "<hex>",
                  "python_type": "int",               # kind "python" only
                  "key_impl": "threefry2x32",         # kind "key" only: the array holds key_data,
@@ -119,6 +120,8 @@ def leaf_record(path: str, leaf: Any) -> tuple[dict, np.ndarray]:
             raise ValueError(f"cannot save {path}: the integer {leaf} does not fit in 64 bits.") from error
     else:
         entry["kind"] = "numpy"
+        if isinstance(leaf, np.generic):
+            entry["numpy_scalar"] = True
         data = np.asarray(leaf)
     if data.dtype.name not in _DTYPES or data.dtype != _DTYPES[data.dtype.name]:
         raise TypeError(f"cannot save {path}: dtype {data.dtype} is not supported (numbers and bool only; "

@@ -146,6 +146,7 @@ class _Spec:
     shape: tuple
     dtype: str
     python_type: str | None = None
+    numpy_scalar: bool = False
 
 
 def _spec(leaf: Any, path: str) -> tuple:
@@ -203,7 +204,9 @@ def _convert(value: np.ndarray, entry: dict, target: Any, path: str, directory: 
         return fmt.python_type(entry)(value.item())
     if kind == "key":
         return jax.random.wrap_key_data(jnp.asarray(value), impl=entry["key_impl"])
-    if isinstance(target, (np.ndarray, np.generic)) or (isinstance(target, _Spec) and target.kind == "numpy"):
+    if isinstance(target, np.generic) or (isinstance(target, _Spec) and target.numpy_scalar):
+        return value[()]
+    if isinstance(target, np.ndarray) or (isinstance(target, _Spec) and target.kind == "numpy"):
         return value
     if jax.dtypes.canonicalize_dtype(value.dtype) != value.dtype:
         raise CheckpointMismatchError(
@@ -220,7 +223,8 @@ def _placeholder(entry: dict) -> Any:
     if entry["kind"] == "key":
         data = jax.ShapeDtypeStruct(tuple(entry["shape"]), np.uint32)
         return jax.eval_shape(functools.partial(jax.random.wrap_key_data, impl=entry["key_impl"]), data)
-    return _Spec(entry["kind"], tuple(entry["shape"]), entry["dtype"], entry.get("python_type"))
+    return _Spec(entry["kind"], tuple(entry["shape"]), entry["dtype"], entry.get("python_type"),
+                 entry.get("numpy_scalar") is True)
 
 
 def _abstract_init(model: Layer, input_shape: Any) -> tuple[Any, Any]:
