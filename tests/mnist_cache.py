@@ -1,0 +1,34 @@
+"""MNIST prepared once per test run, shared by every test and every pytest-xdist worker.
+
+Test modules that need it import the fixture: ``from tests.mnist_cache import mnist_data_dir``.
+Preparing reads the four original files from the ``mnist_dir`` fixture (no network) and takes
+about half a minute; a lock file makes workers wait for the first one instead of repeating it.
+"""
+
+import fcntl
+import os
+import pathlib
+
+import pytest
+
+
+def _run_root(tmp_path_factory) -> pathlib.Path:
+    """The temporary folder of this whole run: shared by xdist workers, fresh each run."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(tmp_path_factory, mnist_dir) -> pathlib.Path:
+    """A TFDS ``data_dir`` holding MNIST, prepared from the original files."""
+    from funcnet import data
+
+    root = _run_root(tmp_path_factory)
+    data_dir = root / "tfds"
+    with open(root / "tfds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data.prepare("mnist", data_dir=data_dir, manual_dir=mnist_dir, download=False)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return data_dir
