@@ -195,6 +195,7 @@ def load(
     _describe(builder)  # a supervised classification data set with fixed-shape inputs
     if not builder.is_prepared():
         prepare(name, data_dir=data_dir, manual_dir=manual_dir, download=download)
+        builder = _builder(name, data_dir)  # a builder made before preparing knows no splits
     raw = [_read(builder, s) for s in names]
     if normalize is not None:
         train_x = None
