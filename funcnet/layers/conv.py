@@ -7,6 +7,7 @@ defined in :mod:`funcnet.layers._spatial` (Keras' rules).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -43,6 +44,24 @@ IntOrTuple = int | Sequence[int]
 PaddingArg = str | int | Sequence[tuple[int, int]]
 
 
+@partial(jax.jit, static_argnames=("strides", "pads", "lhs_dilation", "rhs_dilation", "groups", "flip",
+                                   "activation"))
+def _convolve(x: Array, w: Array, b: Array | None, *, strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
+              lhs_dilation: tuple[int, ...], rhs_dilation: tuple[int, ...], groups: int, flip: bool,
+              activation: Callable[[Array], Array]) -> Array:
+    """``activation(conv(x, w) + b)`` in ``x``'s dtype, compiled as one (eager calls stay fast;
+    inside an outer ``jit`` it is inlined). ``flip`` reverses the kernel's spatial axes."""
+    rank = x.ndim - 2
+    w = as_compute(w, x)
+    if flip:
+        w = jnp.flip(w, tuple(range(rank)))
+    y = jax.lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+                                     dimension_numbers=conv_dimension_numbers(rank), feature_group_count=groups)
+    if b is not None:
+        y = y + as_compute(b, x)
+    return activation(y)
+
+
 def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: IntOrTuple, strides: IntOrTuple,
              padding: PaddingArg, dilation: IntOrTuple, groups: int, activation: str | Callable | None,
              use_bias: bool, w_init: Initializer, b_init: Initializer, name: str | None) -> Layer:
@@ -62,8 +81,6 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
                              f"(kernel_size - 1) * dilation = {limits} per axis.")
     act, act_name = resolve_activation(activation, kind)
     names = ("w", "b") if use_bias else ("w",)
-    dimension_numbers = conv_dimension_numbers(rank)
-    spatial_axes = tuple(range(rank))
 
     def output_sizes(sizes: tuple[int, ...]) -> tuple[Any, tuple[int, ...]]:
         """``(pads or crops, output sizes)`` for spatial input ``sizes``; raises ShapeError."""
@@ -92,20 +109,17 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
         sizes, _ = spatial_sizes(tuple(x.shape), rank, kind)
         check_input_shape(x, (None, *sizes, w.shape[-2] * groups), f"w has shape {tuple(w.shape)}")
         pads, _ = output_sizes(sizes)
-        w = as_compute(w, x)
+        lhs_dilation = (1,) * rank
         if transpose:
             # Scatter-add definition, as a stride-1 convolution over the input dilated by `strides`
             # with the spatially flipped kernel; a crop of c positions is dk - 1 - c of padding.
             effective = ((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
             pads = tuple((dk - 1 - lo, dk - 1 - hi) for dk, (lo, hi) in zip(effective, pads, strict=True))
-            y = jax.lax.conv_general_dilated(x, jnp.flip(w, spatial_axes), (1,) * rank, pads, lhs_dilation=strides,
-                                             rhs_dilation=dilation, dimension_numbers=dimension_numbers)
-        else:
-            y = jax.lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
-                                             dimension_numbers=dimension_numbers, feature_group_count=groups)
-        if use_bias:
-            y = y + as_compute(weights[1], x)
-        return act(y), state
+            lhs_dilation = strides
+        y = _convolve(x, w, weights[1] if use_bias else None, strides=(1,) * rank if transpose else strides,
+                      pads=pads, lhs_dilation=lhs_dilation, rhs_dilation=dilation, groups=groups,
+                      flip=transpose, activation=act)
+        return y, state
 
     config = {"filters": filters, "kernel_size": list(kernel), "strides": list(strides),
               "padding": padding if isinstance(padding, str) else [list(p) for p in padding],

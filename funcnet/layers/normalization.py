@@ -8,6 +8,7 @@ statistics are computed in at least float32, and the output has the input's dtyp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -56,27 +57,47 @@ def _affine_params(names: Sequence[str], channels: int) -> Params:
     return {n: make[n]((channels,), jnp.float32) for n in names}
 
 
-def _compute(x: Array) -> Array:
-    """``x`` in the dtype the statistics are computed in: float32, or wider if ``x`` is."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+@partial(jax.jit, static_argnames=("axes", "groups", "epsilon"))
+def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array | None, var: Array | None, *,
+                 axes: tuple[int, ...], groups: int, epsilon: float) -> tuple[Array, Array, Array]:
+    """The computation of all three layers, compiled as one (eager calls stay fast; inside an outer
+    ``jit`` it is inlined).
+
+    Views ``x`` as ``(..., groups, C // groups)``, standardises it over ``axes`` of that view (with
+    the given ``mean`` and ``var``, of a shape that broadcasts against it, if not None), applies
+    ``scale`` and ``bias`` per channel and returns ``(y, mean, var)``, statistics computed in at
+    least float32 and ``y`` in ``x``'s dtype.
+    """
+    xc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    view = xc.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    if mean is None:
+        mean, var = jnp.mean(view, axes, keepdims=True), jnp.var(view, axes, keepdims=True)
+    else:
+        mean, var = mean.astype(xc.dtype), var.astype(xc.dtype)
+    y = ((view - mean) * jax.lax.rsqrt(var + epsilon)).reshape(x.shape)
+    if scale is not None:
+        y = y * scale.astype(y.dtype)
+    if bias is not None:
+        y = y + bias.astype(y.dtype)
+    return y.astype(x.dtype), mean, var
 
 
-def _finish(y: Array, x: Array, names: Sequence[str], weights: Sequence[Array]) -> Array:
-    """Applies ``scale`` and ``bias`` (broadcast over the last axis) and casts back to ``x``'s dtype."""
-    for n, p in zip(names, weights, strict=True):
-        y = y * p.astype(y.dtype) if n == "scale" else y + p.astype(y.dtype)
-    return y.astype(x.dtype)
+@partial(jax.jit, static_argnames=("momentum",))
+def _moving_average(running: State, batch: State, momentum: float) -> State:
+    """``momentum * running + (1 - momentum) * batch``, in the running statistics' dtype."""
+    return {k: jax.lax.stop_gradient(momentum * running[k] + (1 - momentum) * batch[k]).astype(running[k].dtype)
+            for k in running}
 
 
-def _check_apply(kind: str, params: Params, names: Sequence[str], x: Array) -> list[Array]:
-    """The apply-time checks shared by the three layers; returns the affine params."""
+def _check_apply(kind: str, params: Params, names: Sequence[str], x: Array) -> tuple[Array | None, Array | None]:
+    """The apply-time checks shared by the three layers; returns ``(scale, bias)``, None if unused."""
     weights = get_params(params, names)
     check_floating(x)
     _channels(kind, tuple(x.shape))
     if weights:
         check_input_shape(x, (None, *x.shape[1:-1], weights[0].shape[0]),
                           f"{names[0]} has shape {tuple(weights[0].shape)}")
-    return weights
+    return params.get("scale"), params.get("bias")
 
 
 def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = True,  # noqa: N802
@@ -119,24 +140,22 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
               train: bool = False) -> tuple[Array, State]:
         del key
-        weights = _check_apply("BatchNorm", params, names, x)
+        scale, bias = _check_apply("BatchNorm", params, names, x)
         if not isinstance(state, Mapping) or set(state) != {"mean", "var"}:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ParamsError(f"expected state with keys ['mean', 'var'], got {got}.",
                               hint="pass the state that init (or the previous training step) returned.")
         running_mean, running_var = state["mean"], state["var"]
-        check_input_shape(x, (None, *x.shape[1:-1], running_mean.shape[0]),
-                          f"state mean has shape {tuple(running_mean.shape)}")
-        xc = _compute(x)
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            mean, var = jnp.mean(xc, axes), jnp.var(xc, axes)
-            state = {k: jax.lax.stop_gradient(momentum * old + (1 - momentum) * new).astype(old.dtype)
-                     for k, old, new in (("mean", running_mean, mean), ("var", running_var, var))}
-        else:
-            mean, var = running_mean.astype(xc.dtype), running_var.astype(xc.dtype)
-        y = (xc - mean) * jax.lax.rsqrt(var + epsilon)
-        return _finish(y, x, names, weights), state
+        channels = running_mean.shape[0]
+        check_input_shape(x, (None, *x.shape[1:-1], channels), f"state mean has shape {tuple(running_mean.shape)}")
+        # One group per channel: the statistics are over every axis but the channels.
+        axes = (*range(x.ndim - 1), x.ndim)
+        if not train:
+            y, _, _ = _standardize(x, scale, bias, running_mean.reshape(channels, 1),
+                                   running_var.reshape(channels, 1), axes=axes, groups=channels, epsilon=epsilon)
+            return y, state
+        y, mean, var = _standardize(x, scale, bias, None, None, axes=axes, groups=channels, epsilon=epsilon)
+        return y, _moving_average(state, {"mean": mean.reshape(channels), "var": var.reshape(channels)}, momentum)
 
     config = {"momentum": momentum, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "BatchNorm", config, (), name)
@@ -167,10 +186,8 @@ def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = Tr
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
               train: bool = False) -> tuple[Array, State]:
         del key, train
-        weights = _check_apply("LayerNorm", params, names, x)
-        xc = _compute(x)
-        mean, var = jnp.mean(xc, -1, keepdims=True), jnp.var(xc, -1, keepdims=True)
-        return _finish((xc - mean) * jax.lax.rsqrt(var + epsilon), x, names, weights), state
+        scale, bias = _check_apply("LayerNorm", params, names, x)
+        return _standardize(x, scale, bias, None, None, axes=(-1,), groups=1, epsilon=epsilon)[0], state
 
     config = {"epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "LayerNorm", config, (), name)
@@ -214,13 +231,10 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
               train: bool = False) -> tuple[Array, State]:
         del key, train
-        weights = _check_apply("GroupNorm", params, names, x)
-        c = channels(tuple(x.shape))
-        xc = _compute(x).reshape(*x.shape[:-1], groups, c // groups)
-        axes = (*range(1, x.ndim - 1), -1)
-        mean, var = jnp.mean(xc, axes, keepdims=True), jnp.var(xc, axes, keepdims=True)
-        y = ((xc - mean) * jax.lax.rsqrt(var + epsilon)).reshape(x.shape)
-        return _finish(y, x, names, weights), state
+        scale, bias = _check_apply("GroupNorm", params, names, x)
+        channels(tuple(x.shape))
+        axes = (*range(1, x.ndim - 1), -1)  # of the view (N, ..., groups, C // groups)
+        return _standardize(x, scale, bias, None, None, axes=axes, groups=groups, epsilon=epsilon)[0], state
 
     config = {"groups": groups, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "GroupNorm", config, (), name)

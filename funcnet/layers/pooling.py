@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -18,6 +19,22 @@ from funcnet.core import Array, Key, Layer, Params, ShapeError, State, check_flo
 from funcnet.layers._spatial import int_tuple, normalize_padding, spatial_sizes, window_pads
 
 IntOrTuple = int | Sequence[int]
+
+
+@partial(jax.jit, static_argnames=("window", "strides", "pads", "average"))
+def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
+          average: bool) -> Array:
+    """Max or mean over each window of the real (not padded) values, compiled as one."""
+    dims, steps, pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
+    if not average:
+        return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, steps, pads)
+    sums = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, dims, steps, pads)
+    if not any(lo or hi for lo, hi in pads):
+        return sums / math.prod(window)
+    # Divide by the number of real (not padded) values in each window, as Keras does.
+    counts = jax.lax.reduce_window(np.ones((1, *x.shape[1:-1], 1), x.dtype), np.array(0, x.dtype), jax.lax.add,
+                                   dims, steps, pads)
+    return sums / counts
 
 
 def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides: IntOrTuple | None,
@@ -40,16 +57,7 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
         check_floating(x)
         sizes, _ = spatial_sizes(tuple(x.shape), rank, kind)
         pads, _ = window_pads(sizes, window, strides, no_dilation, padding, "pool_size")
-        dims, steps, pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
-        if not average:
-            return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, steps, pads), state
-        sums = jax.lax.reduce_window(x, np.array(0, x.dtype), jax.lax.add, dims, steps, pads)
-        if padding == "VALID":
-            return sums / math.prod(window), state
-        # Divide by the number of real (not padded) values in each window, as Keras does.
-        counts = jax.lax.reduce_window(np.ones((1, *sizes, 1), x.dtype), np.array(0, x.dtype), jax.lax.add,
-                                       dims, steps, pads)
-        return sums / counts, state
+        return _pool(x, window=window, strides=strides, pads=pads, average=average), state
 
     config = {"pool_size": list(window), "strides": list(strides), "padding": padding}
     return Layer(init, apply, kind, config, (), name)
