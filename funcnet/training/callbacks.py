@@ -93,7 +93,8 @@ class EarlyStopping(Callback):
 
     Args:
         monitor: the logged name to watch (``"val_loss"``, ``"val_accuracy"``, ``"loss"``).
-        patience: epochs without improvement to wait before stopping (0: stop at the first).
+        patience: stop after this many epochs in a row without improvement (0 and 1 both stop
+            at the first such epoch, as in Keras).
         min_delta: the smallest change that counts as an improvement.
         mode: ``"min"``, ``"max"`` or ``"auto"`` (max for accuracy, F1, precision and recall;
             min otherwise).
@@ -120,7 +121,7 @@ class EarlyStopping(Callback):
             self.wait = 0
             return False
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             return True
         return False

@@ -144,7 +144,8 @@ def fit(
         skip_nonfinite: skip and count updates whose loss or gradients are not finite (the
             ``"skipped"`` history entry).
         max_bad_steps: stop with :class:`funcnet.training.NonFiniteError` once this many
-            consecutive steps were skipped.
+            consecutive steps were skipped (checked after each compiled call: at the end of a
+            scan, or every half second in step mode).
         opt_state: the optimizer state to continue from (from an earlier fit's result).
         resume: a :class:`funcnet.training.TrainState` (saved by a callback) to continue
             exactly from; replaces params, state, opt_state and key.

@@ -80,29 +80,29 @@ class TrainLoop:
     def device_step(self) -> Callable:
         """``(carry, data, order, step_root) -> carry``: one step on batch ``carry.row``."""
 
-        def step(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
+        def train_step_on_device(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
             return self.apply(carry, *self.batches.take(data, order, carry.row), step_root)
 
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(train_step_on_device, donate_argnums=0)
 
     def device_scan(self) -> Callable:
         """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call."""
 
-        def run(carry: Carry, data: tuple, order: Array, step_root: Key, length: int) -> Carry:
+        def train_steps_scan(carry: Carry, data: tuple, order: Array, step_root: Key, length: int) -> Carry:
             def body(c: Carry, _: None) -> tuple[Carry, None]:
                 return self.apply(c, *self.batches.take(data, order, c.row), step_root), None
 
             return jax.lax.scan(body, carry, None, length=length)[0]
 
-        return jax.jit(run, static_argnums=4, donate_argnums=0)
+        return jax.jit(train_steps_scan, static_argnums=4, donate_argnums=0)
 
     def host_step(self) -> Callable:
         """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""
 
-        def step(carry: Carry, batch: tuple, step_root: Key) -> Carry:
+        def train_step_on_host_batch(carry: Carry, batch: tuple, step_root: Key) -> Carry:
             return self.apply(carry, *batch, step_root)
 
-        return jax.jit(step, donate_argnums=0)
+        return jax.jit(train_step_on_host_batch, donate_argnums=0)
 
     def summarize(self) -> Callable:
         """``acc -> logs``: the running loss and metrics, plus the skip counters."""
@@ -125,37 +125,41 @@ class EvalLoop:
     def evaluate_device(self) -> Callable:
         """``(params, state, acc, data, order) -> acc`` over every row of ``order`` in one call."""
 
-        def run(params: Params, state: State, acc: dict, data: tuple, order: Array) -> dict:
+        def evaluate_on_device(params: Params, state: State, acc: dict, data: tuple, order: Array) -> dict:
             def body(a: dict, row: Array) -> tuple[dict, None]:
                 x, y, weights = self.batches.take(data, order, row)
                 return self.program.evaluate(params, state, a, x, y, weights), None
 
             return jax.lax.scan(body, acc, jnp.arange(order.shape[0]))[0]
 
-        return jax.jit(run)
+        return jax.jit(evaluate_on_device)
 
     def evaluate_host(self) -> Callable:
         """``(params, state, acc, batch) -> acc`` for one batch already on the device."""
 
-        def step(params: Params, state: State, acc: dict, batch: tuple) -> dict:
+        def evaluate_host_batch(params: Params, state: State, acc: dict, batch: tuple) -> dict:
             return self.program.evaluate(params, state, acc, *batch)
 
-        return jax.jit(step)
+        return jax.jit(evaluate_host_batch)
 
     def predict_device(self) -> Callable:
         """``(params, state, x, order) -> outputs`` of shape ``(rows * batch_size, ...)``."""
         model = self.program.model
 
-        def run(params: Params, state: State, x: Any, order: Array) -> Any:
+        def predict_on_device(params: Params, state: State, x: Any, order: Array) -> Any:
             def body(_: None, indices: Array) -> tuple[None, Any]:
                 return None, model.apply(params, state, gather(x, indices), train=False)[0]
 
             stacked = jax.lax.scan(body, None, order)[1]
             return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked)
 
-        return jax.jit(run)
+        return jax.jit(predict_on_device)
 
     def predict_host(self) -> Callable:
         """``(params, state, x) -> outputs`` for one batch already on the device."""
         model = self.program.model
-        return jax.jit(lambda params, state, x: model.apply(params, state, x, train=False)[0])
+
+        def predict_host_batch(params: Params, state: State, x: Any) -> Any:
+            return model.apply(params, state, x, train=False)[0]
+
+        return jax.jit(predict_host_batch)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from funcnet.core import Params
@@ -40,9 +41,6 @@ FreezeSpec = str | Sequence[str] | Callable[[str], bool] | None
 
 #: The optimizer names :func:`get_optimizer` accepts, with their default learning rates (Keras's).
 OPTIMIZERS: dict[str, float] = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
-
-#: apply_if_finite accepts a non-finite update after this many in a row; funcnet never lets it.
-_NEVER = 2**31 - 1
 
 
 def _check_learning_rate(learning_rate: Any, name: str) -> None:
@@ -139,6 +137,39 @@ def freeze_labels(params: Params, freeze: FreezeSpec) -> Any:
     return jax.tree.map(lambda _: next(flat), params)
 
 
+def skip_nonfinite_updates(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """``inner``, skipping every update whose incoming gradients hold a NaN or an infinity.
+
+    The same contract and state as ``optax.apply_if_finite(inner, max_consecutive_errors=inf)``
+    (an ``optax.ApplyIfFiniteState`` with ``notfinite_count``, ``last_finite``,
+    ``total_notfinite`` and ``inner_state``): a skipped step returns zero updates and keeps the
+    inner state. It selects with ``optax.tree.where`` instead of ``lax.cond``: on the CPU the
+    conditional copied the optimizer state on every step (about 1.5x the time of a small MLP's
+    step), while the selects fuse into the optimizer's own elementwise update.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params: Params) -> optax.ApplyIfFiniteState:
+        return optax.ApplyIfFiniteState(notfinite_count=jnp.zeros([], jnp.int32), last_finite=jnp.array(True),
+                                        total_notfinite=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+    def update(updates: Any, state: optax.ApplyIfFiniteState, params: Params | None = None,
+               **extra_args: Any) -> tuple[Any, optax.ApplyIfFiniteState]:
+        leaves = jax.tree.leaves(updates)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
+        new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
+        new_updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros((), u.dtype)), new_updates)
+        bad = (~finite).astype(jnp.int32)
+        return new_updates, optax.ApplyIfFiniteState(
+            notfinite_count=(state.notfinite_count + 1) * bad,
+            last_finite=finite,
+            total_notfinite=state.total_notfinite + bad,
+            inner_state=optax.tree.where(finite, new_inner, state.inner_state),
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
 def make_optimizer(optimizer: str | optax.GradientTransformation, *, learning_rate: float | Schedule | None = None,
                    freeze: FreezeSpec = None, skip_nonfinite: bool = True,
                    **options: Any) -> optax.GradientTransformation:
@@ -155,7 +186,7 @@ def make_optimizer(optimizer: str | optax.GradientTransformation, *, learning_ra
     """
     tx = get_optimizer(optimizer, learning_rate, **options)
     if skip_nonfinite:
-        tx = optax.apply_if_finite(tx, max_consecutive_errors=_NEVER)
+        tx = skip_nonfinite_updates(tx)
     if freeze is not None:
         tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
                                    lambda params: freeze_labels(params, freeze))
