@@ -21,7 +21,14 @@ from funcnet.layers.activations import (
     softmax,
     tanh,
 )
-from funcnet.layers.conv import Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D
+from funcnet.layers.conv import (
+    Conv1D,
+    Conv2D,
+    Conv3D,
+    ConvTranspose1D,
+    ConvTranspose2D,
+    ConvTranspose3D,
+)
 from funcnet.layers.dense import Dense
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
@@ -44,7 +51,8 @@ LAYERS = {
     for layer in (Dense, Dropout, Flatten, Reshape, Identity,
                   Relu, LeakyRelu, Elu, Gelu, Silu, Sigmoid, Tanh, Softmax, LogSoftmax,
                   Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
-                  MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D, GlobalAvgPool, GlobalMaxPool,
+                  MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D,
+                  GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding)
 }
 

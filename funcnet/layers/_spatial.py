@@ -44,8 +44,8 @@ def int_tuple(value: Any, rank: int, argument: str, kind: str) -> tuple[int, ...
     values = (value,) * rank if _is_int(value) else value
     if (not isinstance(values, Sequence) or isinstance(values, str) or len(values) != rank
             or not all(_is_int(v) and v > 0 for v in values)):
-        raise ValueError(f"{kind}: `{argument}` must be a positive integer or a sequence of {rank} positive "
-                         f"integers, got {value!r}.")
+        raise ValueError(f"{kind}: `{argument}` must be a positive integer or a sequence of {rank} "
+                         f"positive integers, got {value!r}.")
     return tuple(values)
 
 
@@ -56,14 +56,16 @@ def normalize_padding(padding: Any, rank: int, kind: str, *, explicit: bool = Tr
     if explicit:
         if _is_int(padding) and padding >= 0:
             return ((padding, padding),) * rank
+        def is_pair(p: Any) -> bool:
+            return isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
+
         if (isinstance(padding, Sequence) and not isinstance(padding, str) and len(padding) == rank
-                and all(isinstance(p, Sequence) and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p)
-                        for p in padding)):
-            return tuple((int(lo), int(hi)) for lo, hi in padding)
+                and all(is_pair(p) for p in padding)):
+            return tuple((lo, hi) for lo, hi in padding)
     allowed = "'SAME' or 'VALID' (in any case)"
     if explicit:
-        allowed = (f"'SAME', 'VALID' (in any case), a non-negative integer, or a sequence of {rank} "
-                   "(low, high) pairs of non-negative integers, one per spatial axis")
+        allowed = (f"'SAME', 'VALID' (in any case), a non-negative integer, or a sequence of "
+                   f"{rank} (low, high) pairs of non-negative integers, one per spatial axis")
     raise ValueError(f"{kind}: `padding` must be {allowed}, got {padding!r}.")
 
 
@@ -73,10 +75,10 @@ def spatial_sizes(input_shape: Any, rank: int, kind: str) -> tuple[tuple[int, ..
             or not all(_is_int(d) and d > 0 for d in input_shape[1:])):
         hint = None
         if isinstance(input_shape, tuple) and len(input_shape) == rank + 1:
-            hint = (f"add a channels axis, for example Reshape({tuple(input_shape[1:]) + (1,)}) for "
-                    "single-channel data.")
-        raise ShapeError(f"{kind} expects inputs of shape {layout(rank)} (rank {rank + 2}, sizes known "
-                         f"past the batch), got {format_shape(input_shape)}.", hint=hint)
+            hint = (f"add a channels axis, for example Reshape({tuple(input_shape[1:]) + (1,)}) "
+                    "for single-channel data.")
+        raise ShapeError(f"{kind} expects inputs of shape {layout(rank)} (rank {rank + 2}, sizes "
+                         f"known past the batch), got {format_shape(input_shape)}.", hint=hint)
     return tuple(input_shape[1:-1]), input_shape[-1]
 
 
@@ -102,7 +104,9 @@ def window_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[i
         pads = tuple(padding)
     padded = tuple(n + lo + hi for n, (lo, hi) in zip(sizes, pads, strict=True))
     if any(p < dk for p, dk in zip(padded, effective, strict=True)):
-        dilated = f" ({effective} after dilation {tuple(dilation)})" if any(d > 1 for d in dilation) else ""
+        dilated = ""
+        if any(d > 1 for d in dilation):
+            dilated = f" ({effective} after dilation {tuple(dilation)})"
         raise ShapeError(
             f"{argument}={tuple(window)}{dilated} is larger than the spatial input size "
             f"{tuple(sizes)}" + (f" padded to {padded}" if padded != tuple(sizes) else "") + ".",
@@ -114,7 +118,7 @@ def window_pads(sizes: Sequence[int], window: Sequence[int], strides: Sequence[i
 
 def transpose_crops(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
                     dilation: Sequence[int], padding: Padding) -> tuple[Pads, Shape]:
-    """How much a transposed convolution crops from each end of its full output, and its output size.
+    """How much a transposed convolution crops from each end of its full output; its output size.
 
     The full (uncropped) output of the scatter-add has ``(n - 1) * s + dk`` positions. As in Keras,
     ``"VALID"`` gives ``n * s + max(dk - s, 0)`` (so a negative high crop pads zeros when the kernel
@@ -125,20 +129,17 @@ def transpose_crops(sizes: Sequence[int], kernel: Sequence[int], strides: Sequen
         ShapeError: if explicit crops leave no output.
     """
     effective = _dilated(kernel, dilation)
-    crops = []
-    for s, dk, pad in zip(strides, effective, padding if isinstance(padding, tuple) else [padding] * len(sizes),
-                          strict=True):
-        if pad == "VALID":
-            crops.append((0, min(dk - s, 0)))
-        elif pad == "SAME":
-            low = max(dk - s, 0) // 2
-            crops.append((low, dk - s - low))
-        else:
-            crops.append(tuple(pad))
+    if padding == "VALID":
+        crops = [(0, min(dk - s, 0)) for s, dk in zip(strides, effective, strict=True)]
+    elif padding == "SAME":
+        lows = [max(dk - s, 0) // 2 for s, dk in zip(strides, effective, strict=True)]
+        crops = [(lo, dk - s - lo) for lo, s, dk in zip(lows, strides, effective, strict=True)]
+    else:
+        crops = list(padding)
     out = tuple((n - 1) * s + dk - lo - hi
                 for n, s, dk, (lo, hi) in zip(sizes, strides, effective, crops, strict=True))
     if any(o < 1 for o in out):
-        raise ShapeError(f"padding {tuple(crops)} crops the whole output of the transposed convolution "
-                         f"of spatial input {tuple(sizes)} (it would have size {out}).",
+        raise ShapeError(f"padding {tuple(crops)} crops the whole output of the transposed "
+                         f"convolution of spatial input {tuple(sizes)} (it would have size {out}).",
                          hint="use smaller explicit padding, or 'SAME' / 'VALID'.")
     return tuple(crops), out

@@ -41,13 +41,15 @@ glorot_uniform = jax.nn.initializers.glorot_uniform()
 zeros = jax.nn.initializers.zeros
 
 IntOrTuple = int | Sequence[int]
+Ints = tuple[int, ...]
+Pads = tuple[tuple[int, int], ...]
 PaddingArg = str | int | Sequence[tuple[int, int]]
 
 
-@partial(jax.jit, static_argnames=("strides", "pads", "lhs_dilation", "rhs_dilation", "groups", "flip",
-                                   "activation"))
-def _convolve(x: Array, w: Array, b: Array | None, *, strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
-              lhs_dilation: tuple[int, ...], rhs_dilation: tuple[int, ...], groups: int, flip: bool,
+@partial(jax.jit, static_argnames=("strides", "pads", "lhs_dilation", "rhs_dilation", "groups",
+                                   "flip", "activation"))
+def _convolve(x: Array, w: Array, b: Array | None, *, strides: Ints, pads: Pads,
+              lhs_dilation: Ints, rhs_dilation: Ints, groups: int, flip: bool,
               activation: Callable[[Array], Array]) -> Array:
     """``activation(conv(x, w) + b)`` in ``x``'s dtype, compiled as one (eager calls stay fast;
     inside an outer ``jit`` it is inlined). ``flip`` reverses the kernel's spatial axes."""
@@ -55,16 +57,18 @@ def _convolve(x: Array, w: Array, b: Array | None, *, strides: tuple[int, ...], 
     w = as_compute(w, x)
     if flip:
         w = jnp.flip(w, tuple(range(rank)))
-    y = jax.lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                                     dimension_numbers=conv_dimension_numbers(rank), feature_group_count=groups)
+    y = jax.lax.conv_general_dilated(x, w, strides, pads, lhs_dilation=lhs_dilation,
+                                     rhs_dilation=rhs_dilation, feature_group_count=groups,
+                                     dimension_numbers=conv_dimension_numbers(rank))
     if b is not None:
         y = y + as_compute(b, x)
     return activation(y)
 
 
-def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: IntOrTuple, strides: IntOrTuple,
-             padding: PaddingArg, dilation: IntOrTuple, groups: int, activation: str | Callable | None,
-             use_bias: bool, w_init: Initializer, b_init: Initializer, name: str | None) -> Layer:
+def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: IntOrTuple,
+             strides: IntOrTuple, padding: PaddingArg, dilation: IntOrTuple, groups: int,
+             activation: str | Callable | None, use_bias: bool, w_init: Initializer,
+             b_init: Initializer, name: str | None) -> Layer:
     """The N-D (transposed) convolution behind every constructor in this module."""
     check_positive(filters, "filters", kind)
     check_positive(groups, "groups", kind)
@@ -77,8 +81,8 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
     if transpose and isinstance(padding, tuple):
         limits = tuple((k - 1) * d for k, d in zip(kernel, dilation, strict=True))
         if any(max(pair) > limit for pair, limit in zip(padding, limits, strict=True)):
-            raise ValueError(f"{kind}: explicit `padding` {padding} crops the output and must be at most "
-                             f"(kernel_size - 1) * dilation = {limits} per axis.")
+            raise ValueError(f"{kind}: explicit `padding` {padding} crops the output and must "
+                             f"be at most (kernel_size - 1) * dilation = {limits} per axis.")
     act, act_name = resolve_activation(activation, kind)
     names = ("w", "b") if use_bias else ("w",)
 
@@ -91,8 +95,9 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
     def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
         sizes, channels = spatial_sizes(input_shape, rank, kind)
         if channels % groups:
-            raise ShapeError(f"the input's {channels} channels cannot be split into groups={groups}: "
-                             "both channels and filters must be divisible by groups.")
+            raise ShapeError(f"the input's {channels} channels cannot be split into "
+                             f"groups={groups}: both channels and filters must be divisible by "
+                             "groups.")
         _, out = output_sizes(sizes)
         w_key, b_key = jax.random.split(key)
         params = {"w": w_init(w_key, kernel + (channels // groups, filters), jnp.float32)}
@@ -114,10 +119,12 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
             # Scatter-add definition, as a stride-1 convolution over the input dilated by `strides`
             # with the spatially flipped kernel; a crop of c positions is dk - 1 - c of padding.
             effective = ((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
-            pads = tuple((dk - 1 - lo, dk - 1 - hi) for dk, (lo, hi) in zip(effective, pads, strict=True))
+            pads = tuple((dk - 1 - lo, dk - 1 - hi)
+                         for dk, (lo, hi) in zip(effective, pads, strict=True))
             lhs_dilation = strides
-        y = _convolve(x, w, weights[1] if use_bias else None, strides=(1,) * rank if transpose else strides,
-                      pads=pads, lhs_dilation=lhs_dilation, rhs_dilation=dilation, groups=groups,
+        y = _convolve(x, w, weights[1] if use_bias else None,
+                      strides=(1,) * rank if transpose else strides, pads=pads,
+                      lhs_dilation=lhs_dilation, rhs_dilation=dilation, groups=groups,
                       flip=transpose, activation=act)
         return y, state
 
@@ -175,8 +182,8 @@ def Conv2D(  # noqa: N802
         another rank, channels not divisible by ``groups`` or a kernel larger than the padded
         input, and at apply for an input with other channels than ``w`` was built for.
     """
-    return _conv_nd(2, False, "Conv2D", filters, kernel_size, strides, padding, dilation, groups, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(2, False, "Conv2D", filters, kernel_size, strides, padding, dilation,
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def Conv1D(  # noqa: N802
@@ -201,8 +208,8 @@ def Conv1D(  # noqa: N802
     Params:
         ``{"w": (k, C // groups, filters), "b": (filters,)}``.
     """
-    return _conv_nd(1, False, "Conv1D", filters, kernel_size, strides, padding, dilation, groups, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(1, False, "Conv1D", filters, kernel_size, strides, padding, dilation,
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def Conv3D(  # noqa: N802
@@ -227,8 +234,8 @@ def Conv3D(  # noqa: N802
     Params:
         ``{"w": (kd, kh, kw, C // groups, filters), "b": (filters,)}``.
     """
-    return _conv_nd(3, False, "Conv3D", filters, kernel_size, strides, padding, dilation, groups, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(3, False, "Conv3D", filters, kernel_size, strides, padding, dilation,
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose2D(  # noqa: N802
@@ -267,8 +274,8 @@ def ConvTranspose2D(  # noqa: N802
         ``{"w": (kh, kw, C, filters), "b": (filters,)}``: the same kernel layout as
         :func:`Conv2D` (Keras stores ``(kh, kw, filters, C)``).
     """
-    return _conv_nd(2, True, "ConvTranspose2D", filters, kernel_size, strides, padding, dilation, 1, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(2, True, "ConvTranspose2D", filters, kernel_size, strides, padding, dilation,
+                    1, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose1D(  # noqa: N802
@@ -292,8 +299,8 @@ def ConvTranspose1D(  # noqa: N802
     Params:
         ``{"w": (k, C, filters), "b": (filters,)}``.
     """
-    return _conv_nd(1, True, "ConvTranspose1D", filters, kernel_size, strides, padding, dilation, 1, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(1, True, "ConvTranspose1D", filters, kernel_size, strides, padding, dilation,
+                    1, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose3D(  # noqa: N802
@@ -317,5 +324,5 @@ def ConvTranspose3D(  # noqa: N802
     Params:
         ``{"w": (kd, kh, kw, C, filters), "b": (filters,)}``.
     """
-    return _conv_nd(3, True, "ConvTranspose3D", filters, kernel_size, strides, padding, dilation, 1, activation,
-                    use_bias, w_init, b_init, name)
+    return _conv_nd(3, True, "ConvTranspose3D", filters, kernel_size, strides, padding, dilation,
+                    1, activation, use_bias, w_init, b_init, name)

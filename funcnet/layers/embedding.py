@@ -57,7 +57,8 @@ def Embedding(  # noqa: N802
 
     def check(shape: Any) -> None:
         if not isinstance(shape, tuple) or len(shape) < 1:
-            raise ShapeError(f"Embedding expects integer ids of shape (batch, ...), got {format_shape(shape)}.")
+            raise ShapeError("Embedding expects integer ids of shape (batch, ...), got "
+                             f"{format_shape(shape)}.")
 
     def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
         check(input_shape)
@@ -70,11 +71,13 @@ def Embedding(  # noqa: N802
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise InputTypeError(
                 f"Embedding takes integer ids, got dtype {x.dtype}.",
-                hint="pass token ids as integers, for example `x.astype('int32')` if they are whole-number floats.",
+                hint="pass token ids as integers, for example `x.astype('int32')` if they are "
+                "whole-number floats.",
             )
         check(tuple(x.shape))
         # jnp.take wraps negative ids like NumPy; map them past the end so that "fill" gives NaN.
         ids = jnp.where(x < 0, w.shape[0], x)
         return jnp.take(w, ids, axis=0, mode="fill", fill_value=jnp.nan), state
 
-    return Layer(init, apply, "Embedding", {"vocab_size": vocab_size, "features": features}, (), name)
+    config = {"vocab_size": vocab_size, "features": features}
+    return Layer(init, apply, "Embedding", config, (), name)

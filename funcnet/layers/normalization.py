@@ -43,8 +43,8 @@ def _channels(kind: str, shape: Any) -> int:
     """Checks a ``(batch, ..., channels)`` shape (at init or apply); returns the channels."""
     if (not isinstance(shape, tuple) or len(shape) < 2 or not isinstance(shape[-1], int)
             or isinstance(shape[-1], bool) or shape[-1] < 1):
-        raise ShapeError(f"{kind} expects inputs of shape (batch, ..., channels) with a known number of "
-                         f"channels, got {format_shape(shape)}.")
+        raise ShapeError(f"{kind} expects inputs of shape (batch, ..., channels) with a known "
+                         f"number of channels, got {format_shape(shape)}.")
     return shape[-1]
 
 
@@ -58,8 +58,9 @@ def _affine_params(names: Sequence[str], channels: int) -> Params:
 
 
 @partial(jax.jit, static_argnames=("axes", "groups", "epsilon"))
-def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array | None, var: Array | None, *,
-                 axes: tuple[int, ...], groups: int, epsilon: float) -> tuple[Array, Array, Array]:
+def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array | None,
+                 var: Array | None, *, axes: tuple[int, ...], groups: int,
+                 epsilon: float) -> tuple[Array, Array, Array]:
     """The computation of all three layers, compiled as one (eager calls stay fast; inside an outer
     ``jit`` it is inlined).
 
@@ -85,12 +86,14 @@ def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array 
 @partial(jax.jit, static_argnames=("momentum",))
 def _moving_average(running: State, batch: State, momentum: float) -> State:
     """``momentum * running + (1 - momentum) * batch``, in the running statistics' dtype."""
-    return {k: jax.lax.stop_gradient(momentum * running[k] + (1 - momentum) * batch[k]).astype(running[k].dtype)
-            for k in running}
+    new = {k: momentum * running[k] + (1 - momentum) * batch[k] for k in running}
+    return {k: jax.lax.stop_gradient(v).astype(running[k].dtype) for k, v in new.items()}
 
 
-def _check_apply(kind: str, params: Params, names: Sequence[str], x: Array) -> tuple[Array | None, Array | None]:
-    """The apply-time checks shared by the three layers; returns ``(scale, bias)``, None if unused."""
+def _check_apply(kind: str, params: Params, names: Sequence[str],
+                 x: Array) -> tuple[Array | None, Array | None]:
+    """The apply-time checks shared by the three layers; returns ``(scale, bias)`` (None if
+    unused)."""
     weights = get_params(params, names)
     check_floating(x)
     _channels(kind, tuple(x.shape))
@@ -134,7 +137,8 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
         del key
         channels = _channels("BatchNorm", input_shape)
-        state = {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.ones((channels,), jnp.float32)}
+        state = {"mean": jnp.zeros((channels,), jnp.float32),
+                 "var": jnp.ones((channels,), jnp.float32)}
         return input_shape, _affine_params(names, channels), state
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
@@ -143,21 +147,26 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
         scale, bias = _check_apply("BatchNorm", params, names, x)
         if not isinstance(state, Mapping) or set(state) != {"mean", "var"}:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise ParamsError(f"expected state with keys ['mean', 'var'], got {got}.",
-                              hint="pass the state that init (or the previous training step) returned.")
+            raise ParamsError(
+                f"expected state with keys ['mean', 'var'], got {got}.",
+                hint="pass the state that init (or the previous training step) returned.")
         running_mean, running_var = state["mean"], state["var"]
         channels = running_mean.shape[0]
-        check_input_shape(x, (None, *x.shape[1:-1], channels), f"state mean has shape {tuple(running_mean.shape)}")
+        check_input_shape(x, (None, *x.shape[1:-1], channels),
+                          f"state mean has shape {tuple(running_mean.shape)}")
         # One group per channel: the statistics are over every axis but the channels.
         axes = (*range(x.ndim - 1), x.ndim)
+        options = {"axes": axes, "groups": channels, "epsilon": epsilon}
         if not train:
             y, _, _ = _standardize(x, scale, bias, running_mean.reshape(channels, 1),
-                                   running_var.reshape(channels, 1), axes=axes, groups=channels, epsilon=epsilon)
+                                   running_var.reshape(channels, 1), **options)
             return y, state
-        y, mean, var = _standardize(x, scale, bias, None, None, axes=axes, groups=channels, epsilon=epsilon)
-        return y, _moving_average(state, {"mean": mean.reshape(channels), "var": var.reshape(channels)}, momentum)
+        y, mean, var = _standardize(x, scale, bias, None, None, **options)
+        batch = {"mean": mean.reshape(channels), "var": var.reshape(channels)}
+        return y, _moving_average(state, batch, momentum)
 
-    config = {"momentum": momentum, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
+    config = {"momentum": momentum, "epsilon": epsilon, "use_scale": use_scale,
+              "use_bias": use_bias}
     return Layer(init, apply, "BatchNorm", config, (), name)
 
 
@@ -187,7 +196,8 @@ def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = Tr
               train: bool = False) -> tuple[Array, State]:
         del key, train
         scale, bias = _check_apply("LayerNorm", params, names, x)
-        return _standardize(x, scale, bias, None, None, axes=(-1,), groups=1, epsilon=epsilon)[0], state
+        y, _, _ = _standardize(x, scale, bias, None, None, axes=(-1,), groups=1, epsilon=epsilon)
+        return y, state
 
     config = {"epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "LayerNorm", config, (), name)
@@ -220,8 +230,8 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  
     def channels(shape: Any) -> int:
         c = _channels("GroupNorm", shape)
         if c % groups:
-            raise ShapeError(f"the input's {c} channels cannot be split into groups={groups}: channels "
-                             "must be divisible by groups.")
+            raise ShapeError(f"the input's {c} channels cannot be split into groups={groups}: "
+                             "channels must be divisible by groups.")
         return c
 
     def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
@@ -234,7 +244,9 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  
         scale, bias = _check_apply("GroupNorm", params, names, x)
         channels(tuple(x.shape))
         axes = (*range(1, x.ndim - 1), -1)  # of the view (N, ..., groups, C // groups)
-        return _standardize(x, scale, bias, None, None, axes=axes, groups=groups, epsilon=epsilon)[0], state
+        y, _, _ = _standardize(x, scale, bias, None, None, axes=axes, groups=groups,
+                               epsilon=epsilon)
+        return y, state
 
     config = {"groups": groups, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "GroupNorm", config, (), name)

@@ -22,8 +22,8 @@ IntOrTuple = int | Sequence[int]
 
 
 @partial(jax.jit, static_argnames=("window", "strides", "pads", "average"))
-def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
-          average: bool) -> Array:
+def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
+          pads: tuple[tuple[int, int], ...], average: bool) -> Array:
     """Max or mean over each window of the real (not padded) values, compiled as one."""
     dims, steps, pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
     if not average:
@@ -32,8 +32,8 @@ def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...], pads: 
     if not any(lo or hi for lo, hi in pads):
         return sums / math.prod(window)
     # Divide by the number of real (not padded) values in each window, as Keras does.
-    counts = jax.lax.reduce_window(np.ones((1, *x.shape[1:-1], 1), x.dtype), np.array(0, x.dtype), jax.lax.add,
-                                   dims, steps, pads)
+    ones = np.ones((1, *x.shape[1:-1], 1), x.dtype)
+    counts = jax.lax.reduce_window(ones, np.array(0, x.dtype), jax.lax.add, dims, steps, pads)
     return sums / counts
 
 
@@ -63,8 +63,12 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
     return Layer(init, apply, kind, config, (), name)
 
 
-def MaxPool2D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
+def MaxPool2D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
     """The maximum over each window of an image; padded positions never win.
 
     Args:
@@ -84,21 +88,33 @@ def MaxPool2D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padd
     return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name)
 
 
-def MaxPool1D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
-    """Max pooling over sequences, ``(N, L, C) -> (N, L', C)``; arguments as for :func:`MaxPool2D`."""
+def MaxPool1D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
+    """Max pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`MaxPool2D`."""
     return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name)
 
 
-def MaxPool3D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
+def MaxPool3D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
     """Max pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; arguments as for
     :func:`MaxPool2D`."""
     return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name)
 
 
-def AvgPool2D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
+def AvgPool2D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
     """The mean over each window of an image.
 
     With ``"SAME"`` padding a window at the border averages only the real values it covers (the
@@ -107,23 +123,32 @@ def AvgPool2D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padd
     return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name)
 
 
-def AvgPool1D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
+def AvgPool1D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
     """Average pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`AvgPool2D`."""
     return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name)
 
 
-def AvgPool3D(pool_size: IntOrTuple = 2, strides: IntOrTuple | None = None, padding: str = "VALID",  # noqa: N802
-              name: str | None = None) -> Layer:
-    """Average pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; see :func:`AvgPool2D`."""
+def AvgPool3D(  # noqa: N802
+    pool_size: IntOrTuple = 2,
+    strides: IntOrTuple | None = None,
+    padding: str = "VALID",
+    name: str | None = None,
+) -> Layer:
+    """Average pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; see
+    :func:`AvgPool2D`."""
     return _pool_nd(3, True, "AvgPool3D", pool_size, strides, padding, name)
 
 
 def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> Layer:
     def check(shape: Any) -> None:
         if not isinstance(shape, tuple) or len(shape) < 3:
-            raise ShapeError(f"{kind} expects inputs of shape (batch, *spatial, channels) with at least one "
-                             f"spatial axis, got {format_shape(shape)}.")
+            raise ShapeError(f"{kind} expects inputs of shape (batch, *spatial, channels) with at "
+                             f"least one spatial axis, got {format_shape(shape)}.")
 
     def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
         del key
@@ -141,10 +166,12 @@ def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> L
 
 
 def GlobalAvgPool(name: str | None = None) -> Layer:  # noqa: N802
-    """The mean over every spatial axis: ``(N, *spatial, C) -> (N, C)``, any number of spatial axes."""
+    """The mean over every spatial axis: ``(N, *spatial, C) -> (N, C)``, for any number of
+    spatial axes."""
     return _global_pool("GlobalAvgPool", jnp.mean, name)
 
 
 def GlobalMaxPool(name: str | None = None) -> Layer:  # noqa: N802
-    """The maximum over every spatial axis: ``(N, *spatial, C) -> (N, C)``, any number of spatial axes."""
+    """The maximum over every spatial axis: ``(N, *spatial, C) -> (N, C)``, for any number of
+    spatial axes."""
     return _global_pool("GlobalMaxPool", jnp.max, name)
