@@ -19,7 +19,21 @@ import funcnet as fn
 KEY = jax.random.key(0)
 
 
-@pytest.mark.parametrize(("make", "message"), [
+def _id(value):
+    """Short test ids: the layer's kind, shapes as 2x5x5x3, messages cut to their start."""
+    if isinstance(value, fn.Layer):
+        return value.kind
+    if callable(value):
+        return "make"
+    if isinstance(value, tuple) and all(isinstance(d, (int, type(None))) for d in value):
+        return "x".join("N" if d is None else str(d) for d in value) or "scalar"
+    if isinstance(value, (str, tuple)):
+        text = value if isinstance(value, str) else value[0]
+        return re.sub(r"\W+", "_", text[:40]).strip("_")
+    return None
+
+
+@pytest.mark.parametrize(("make", "message"), ids=_id, argvalues=[
     (lambda: fn.Conv2D(0, 3), "Conv2D: `filters` must be a positive integer, got 0"),
     (lambda: fn.Conv2D(4, (3, 3, 3)),
      "Conv2D: `kernel_size` must be a positive integer or a sequence of 2 positive integers, got (3, 3, 3)"),
@@ -59,7 +73,7 @@ def test_bad_configuration_is_a_value_error(make, message):
         make()
 
 
-@pytest.mark.parametrize(("layer", "input_shape", "message"), [
+@pytest.mark.parametrize(("layer", "input_shape", "message"), ids=_id, argvalues=[
     (fn.Conv2D(4, 3), (None, 28, 28),
      "Conv2D expects inputs of shape (batch, height, width, channels) (rank 4, sizes known past the batch), "
      "got (N, 28, 28)"),
@@ -111,7 +125,7 @@ def _built(layer, input_shape):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize(("layer", "built_for", "given", "message"), [
+@pytest.mark.parametrize(("layer", "built_for", "given", "message"), ids=_id, argvalues=[
     (fn.Conv2D(8, 3), (2, 5, 5, 3), (2, 5, 5, 4),
      "was built for inputs of shape (N, 5, 5, 3) (w has shape (3, 3, 3, 8)), got (2, 5, 5, 4)."),
     (fn.Conv2D(8, 3, groups=2), (2, 5, 5, 4), (2, 5, 5, 6),
@@ -138,7 +152,7 @@ def test_input_unlike_the_built_one_fails_at_apply(layer, built_for, given, mess
         apply(params, state, jnp.zeros(given))
 
 
-@pytest.mark.parametrize("layer, shape", [
+@pytest.mark.parametrize(("layer", "shape"), ids=_id, argvalues=[
     (fn.Conv1D(2, 2), (2, 4, 1)), (fn.ConvTranspose2D(2, 2), (2, 3, 3, 1)), (fn.MaxPool1D(), (2, 4, 1)),
     (fn.AvgPool2D(), (2, 4, 4, 1)), (fn.GlobalAvgPool(), (2, 4, 1)), (fn.BatchNorm(), (2, 3)),
     (fn.LayerNorm(), (2, 3)), (fn.GroupNorm(1), (2, 3)),
@@ -158,7 +172,7 @@ def test_float_ids_into_embedding_are_an_input_type_error():
         layer.apply(params, state, jnp.zeros((2, 3)))
 
 
-@pytest.mark.parametrize(("layer", "shape", "drop"), [
+@pytest.mark.parametrize(("layer", "shape", "drop"), ids=_id, argvalues=[
     (fn.Conv2D(2, 2), (2, 3, 3, 1), "b"), (fn.ConvTranspose3D(2, 2), (2, 2, 2, 2, 1), "w"),
     (fn.LayerNorm(), (2, 3), "scale"), (fn.Embedding(5, 2), (2, 3), "w"),
 ])
