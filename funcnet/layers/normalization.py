@@ -114,8 +114,9 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     it uses the running statistics and returns the state unchanged.
 
     In training mode each example's output depends on the whole batch, the one exception to the
-    per-example rule of :mod:`funcnet.core`; the running statistics are state, not parameters,
-    so pass the returned state to the next step.
+    per-example rule of :mod:`funcnet.core` (so results equal those of ``jax.vmap`` over single
+    examples only with ``train=False``). The running statistics are state, not parameters: pass
+    the returned state to the next step.
 
     Args:
         momentum: weight of the old running statistics, in ``[0, 1)``.
