@@ -6,7 +6,7 @@ combinators compose them into models; training uses ``jax.grad``, ``jax.jit`` an
 
 from importlib.metadata import version as _version
 
-from funcnet import layers
+from funcnet import data, layers, losses, metrics, training
 from funcnet.combinators import (
     FanInConcat,
     FanInSum,
@@ -28,6 +28,21 @@ from funcnet.core import (
 )
 from funcnet.layers import *  # noqa: F403  (the catalogue; its __all__ is explicit)
 from funcnet.model import count_params, predict_fn, summary
+from funcnet.training import (
+    Callback,
+    EarlyStopping,
+    EpochHook,
+    FitResult,
+    KeepBest,
+    NonFiniteError,
+    TrainState,
+    evaluate,
+    fit,
+    make_eval_step,
+    make_train_step,
+    plot_history,
+    predict,
+)
 
 __version__ = _version("funcnet")
 
@@ -38,6 +53,11 @@ __all__ = [
     "serial", "Sequential", "parallel", "branch", "residual", "named", "FanOut", "FanInSum", "FanInConcat",
     # whole models
     "predict_fn", "summary", "count_params",
+    # training (more in funcnet.training, funcnet.losses, funcnet.metrics)
+    "fit", "evaluate", "predict", "make_train_step", "make_eval_step", "TrainState", "FitResult",
+    "NonFiniteError", "Callback", "EarlyStopping", "KeepBest", "EpochHook", "plot_history",
+    # submodules
+    "data", "layers", "losses", "metrics", "training",
     # layers
     *layers.__all__,
 ]
