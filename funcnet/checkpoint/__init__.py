@@ -14,6 +14,11 @@
     manager.save(step, tree, metadata=...)
     latest = manager.restore_latest(like=tree)
 
+    ckpt = checkpoint.CheckpointCallback("runs/fit", every_epochs=1)    # inside fit
+    resume = ckpt.restore_latest()                                      # None on the first run
+    fit(model, None if resume else params, None if resume else state, x, y, epochs=10,
+        callbacks=[ckpt], resume=resume)
+
 Guarantees (each has a test): loading never executes code (a JSON manifest and raw array bytes;
 no pickle, no ``np.load``, no imports by name); a save is atomic (temporary directory, ``fsync``,
 rename; leftovers are cleaned at the next start); each array's SHA-256 is checked on load and a
@@ -33,6 +38,7 @@ names the file. Orbax remains the right tool for multi-host sharded arrays, whic
 refuses with a message saying so.
 """
 
+from funcnet.checkpoint.callback import CheckpointCallback
 from funcnet.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -47,7 +53,7 @@ from funcnet.checkpoint.manager import CheckpointManager
 from funcnet.checkpoint.storage import clean_stale
 
 __all__ = [
-    "save", "restore", "Restored", "CheckpointManager", "clean_stale", "FORMAT_VERSION",
+    "save", "restore", "Restored", "CheckpointManager", "CheckpointCallback", "clean_stale", "FORMAT_VERSION",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError", "CheckpointVersionError",
     "CheckpointMismatchError", "CheckpointWriteError",
 ]
