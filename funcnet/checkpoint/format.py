@@ -234,7 +234,7 @@ def _validate(directory: Path, manifest: dict) -> None:
 
     for key, kind in (("metadata", dict), ("arrays", list), ("tree", dict), ("versions", dict)):
         if not isinstance(manifest.get(key), kind):
-            raise bad(f"'{key}' is missing or not a{'n' if kind is list else ''} {kind.__name__}.")
+            raise bad(f"'{key}' is missing or not a {kind.__name__}.")
     if manifest.get("architecture") is not None and not isinstance(manifest["architecture"], dict):
         raise bad("'architecture' is not an object.")
     paths, files = set(), set()
