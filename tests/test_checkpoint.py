@@ -380,3 +380,31 @@ def test_manifest_records_what_the_issue_asks_for(tmp_path):
                             ".params['batchnorm_0']['bias']", ".params['head']['w']", ".params['head']['b']"}
     assert jax.tree_util.tree_structure(abstract_init(model)) == jax.tree_util.tree_structure(
         (state.params, state.state))
+
+
+# ------------------------------------------------------------------------------------------------
+# Inside fit
+
+
+def test_checkpoint_callback_saves_every_n_epochs_and_the_last(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((12, 3)).astype(np.float32), rng.integers(0, 2, 12).astype(np.int32)
+    model = small_model()
+    params, state = random_params(model)
+    callback = ck.CheckpointCallback(tmp_path, every_epochs=2, max_to_keep=None, model=model,
+                                     input_shape=INPUT_SHAPE)
+    result = fn.fit(model, params, state, x, y, loss="sparse_categorical_crossentropy", optimizer="sgd",
+                    batch_size=4, epochs=3, verbose=0, mode="step", callbacks=[callback])
+    manager = callback.manager
+    assert manager.steps() == [6, 9]  # after epoch 2 (3 steps an epoch), and after the last one
+    last = manager.restore(9)
+    assert type(last.tree) is TrainState and (last.tree.step, last.tree.epoch) == (9, 3)
+    assert last.metadata["epoch"] == 3 and last.metadata["history"]["loss"] == result.history["loss"]
+    assert leaves_equal(last.tree.params, result.params)
+    assert arch.describe(last.model) == arch.describe(model)
+    # A new callback on the same directory picks up the state and the history.
+    again = ck.CheckpointCallback(tmp_path)
+    resumed = again.restore_latest()
+    assert resumed.epoch == 3 and again.history["loss"] == result.history["loss"]
+    with pytest.raises(ValueError, match=r"`every_epochs` must be a positive integer, got 0"):
+        ck.CheckpointCallback(tmp_path, every_epochs=0)
