@@ -279,7 +279,7 @@ def restore(
 
     Args:
         path: a checkpoint directory.
-        like: a target pytree (arrays or ``jax.ShapeDtypeStruct``\\ s, e.g. from
+        like: a target pytree (arrays or ``jax.ShapeDtypeStruct`` objects, e.g. from
             ``jax.eval_shape``): the result has its exact structure and container types (optax
             NamedTuples included), NumPy leaves stay NumPy, JAX leaves follow its sharding.
         model: without ``like``: params/state templates come from this model's ``init``
