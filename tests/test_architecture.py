@@ -149,7 +149,7 @@ def test_function_activation_is_described_but_not_rebuilt():
     model = fn.serial(fn.Dense(3), fn.Dense(2, activation=lambda x: x * 3))
     description = arch.describe(model)
     with pytest.raises(arch.ArchitectureError,
-                       match=r"'model/dense_1' \(Dense\).*unknown activation '<lambda>'.*pass the model explicitly"):
+                       match=r"'model/dense_1' \(Dense\): its config holds a function.*pass the model explicitly"):
         arch.rebuild(description)
 
 
@@ -179,3 +179,13 @@ def test_malformed_descriptions_are_clear_errors(document, message):
 def test_invalid_json_is_a_clear_error():
     with pytest.raises(arch.ArchitectureError, match="not valid JSON"):
         arch.from_json('{"kind": "Dense", ')
+
+
+def test_a_users_function_named_like_a_builtin_activation_is_not_rebuilt_as_the_builtin():
+    def relu(x):  # the user's own, not jax.nn.relu
+        return 2 * x
+
+    described = arch.describe(fn.serial(fn.Dense(3, activation=relu), fn.Dense(2, activation=jax.nn.relu)))
+    assert described["children"][1]["config"]["activation"] == "relu"
+    with pytest.raises(arch.ArchitectureError, match=r"'model/dense_0' \(Dense\): its config holds a function"):
+        arch.rebuild(described)

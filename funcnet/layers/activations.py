@@ -38,8 +38,13 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
-def resolve_activation(activation: str | Callable | None, owner: str) -> tuple[Callable, str | None]:
-    """Returns ``(function, name)`` for an ``activation=`` argument (a name, a function or None)."""
+def resolve_activation(activation: str | Callable | None, owner: str) -> tuple[Callable, str | Callable | None]:
+    """Returns ``(function, config value)`` for an ``activation=`` argument.
+
+    The config value is the activation's name when it is one of :data:`ACTIVATIONS` (given by
+    name or as the function itself), so a description of the model can rebuild it; a user's own
+    function is kept as is, which a description records as not rebuildable.
+    """
     if activation is None:
         return ACTIVATIONS["linear"], None
     if isinstance(activation, str):
@@ -47,7 +52,8 @@ def resolve_activation(activation: str | Callable | None, owner: str) -> tuple[C
             raise ValueError(f"{owner}: unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
         return ACTIVATIONS[activation], activation
     if callable(activation):
-        return activation, getattr(activation, "__name__", None)
+        names = [name for name, fn in ACTIVATIONS.items() if fn is activation]
+        return activation, names[0] if names else activation
     raise ValueError(f"{owner}: `activation` must be a name, a function or None, got {activation!r}.")
 
 
