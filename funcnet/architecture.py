@@ -36,6 +36,9 @@ from typing import Any
 from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial
 from funcnet.core import Layer, child_names
 
+__all__ = ["ARCHITECTURE_VERSION", "NOT_JSON", "ArchitectureError", "describe", "document", "from_json",
+           "rebuild", "registry", "to_json"]
+
 #: The version of the description format written by :func:`describe`.
 ARCHITECTURE_VERSION = 1
 
