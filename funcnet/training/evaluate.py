@@ -13,6 +13,7 @@ from funcnet.core import Layer, Params, State
 from funcnet.losses import label_kind
 from funcnet.metrics import Metric
 from funcnet.training.batching import fits_on_device, host_batches
+from funcnet.training.cache import cached
 from funcnet.training.checks import check_labels, check_lengths, num_examples
 from funcnet.training.loops import Batches, EvalLoop, eval_order
 from funcnet.training.step import TrainProgram, build_program
@@ -62,7 +63,7 @@ class Evaluator:
         else:
             self.data = (x, y, sample_weight)
             self.run = loop.evaluate_host()
-        self.compute = jax.jit(program.tracker.compute)
+        self.compute = cached(("compute", program), lambda: jax.jit(program.tracker.compute))
 
     def __call__(self, params: Params, state: State) -> dict[str, Any]:
         acc = self.program.tracker.init(self.outputs)
@@ -101,7 +102,7 @@ def evaluate(model: Layer, params: Params, state: State, x: Any, y: Any, *, loss
             :func:`funcnet.training.check_labels`), or x and y of different lengths.
     """
     _check_batch_size(batch_size)
-    program = build_program(model, loss, None, metrics=metrics, threshold=_threshold(loss))
+    program = build_program(model, loss, None, metrics=metrics, threshold=_threshold(loss), reuse=True)
     if loss is None and not program.tracker.metrics:
         raise ValueError("evaluate needs a loss or at least one metric to compute.")
     x, y, sample_weight = as_arrays(x), as_arrays(y), None if sample_weight is None else np.asarray(sample_weight)
@@ -130,7 +131,7 @@ def predict(model: Layer, params: Params, state: State, x: Any, *, batch_size: i
     x = as_arrays(x)
     n = num_examples(x)
     output_struct(model, params, state, x, batch_size)  # layer errors surface here, with their path
-    program = build_program(model, None, None)
+    program = build_program(model, None, None, reuse=True)
     loop = EvalLoop(program, Batches(n, batch_size, masked=False))
     order = eval_order(n, batch_size)
     on_device = fits_on_device(x) if data_on_device is None else data_on_device

@@ -192,7 +192,7 @@ def fit(
     key = jax.random.key(0) if key is None else key
 
     program = build_program(model, loss, optimizer, metrics=metrics, learning_rate=learning_rate, freeze=freeze,
-                            skip_nonfinite=skip_nonfinite, threshold=_threshold(loss))
+                            skip_nonfinite=skip_nonfinite, threshold=_threshold(loss), reuse=True)
     x, y = as_arrays(x), as_arrays(y)
     sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
     check_lengths(x, y, sample_weight)

@@ -20,6 +20,7 @@ import numpy as np
 
 from funcnet.core import Array, Key, Params, State
 from funcnet.training.batching import gather, padding_mask, step_key
+from funcnet.training.cache import cached
 from funcnet.training.step import TrainProgram
 
 
@@ -79,7 +80,9 @@ class TrainLoop:
 
     def device_step(self) -> Callable:
         """``(carry, data, order, step_root) -> carry``: one step on batch ``carry.row``."""
+        return cached(("device_step", self), self._device_step)
 
+    def _device_step(self) -> Callable:
         def train_step_on_device(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
             return self.apply(carry, *self.batches.take(data, order, carry.row), step_root)
 
@@ -87,7 +90,9 @@ class TrainLoop:
 
     def device_scan(self) -> Callable:
         """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call."""
+        return cached(("device_scan", self), self._device_scan)
 
+    def _device_scan(self) -> Callable:
         def train_steps_scan(carry: Carry, data: tuple, order: Array, step_root: Key, length: int) -> Carry:
             def body(c: Carry, _: None) -> tuple[Carry, None]:
                 return self.apply(c, *self.batches.take(data, order, c.row), step_root), None
@@ -98,7 +103,9 @@ class TrainLoop:
 
     def host_step(self) -> Callable:
         """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""
+        return cached(("host_step", self), self._host_step)
 
+    def _host_step(self) -> Callable:
         def train_step_on_host_batch(carry: Carry, batch: tuple, step_root: Key) -> Carry:
             return self.apply(carry, *batch, step_root)
 
@@ -106,7 +113,9 @@ class TrainLoop:
 
     def summarize(self) -> Callable:
         """``acc -> logs``: the running loss and metrics, plus the skip counters."""
+        return cached(("summarize", self), self._summarize)
 
+    def _summarize(self) -> Callable:
         def summarize(acc: dict) -> dict:
             logs = self.program.tracker.compute(acc)
             logs["skipped"], logs["bad_run"] = acc["skipped"], acc["bad_run"]
@@ -124,7 +133,9 @@ class EvalLoop:
 
     def evaluate_device(self) -> Callable:
         """``(params, state, acc, data, order) -> acc`` over every row of ``order`` in one call."""
+        return cached(("evaluate_device", self), self._evaluate_device)
 
+    def _evaluate_device(self) -> Callable:
         def evaluate_on_device(params: Params, state: State, acc: dict, data: tuple, order: Array) -> dict:
             def body(a: dict, row: Array) -> tuple[dict, None]:
                 x, y, weights = self.batches.take(data, order, row)
@@ -136,7 +147,9 @@ class EvalLoop:
 
     def evaluate_host(self) -> Callable:
         """``(params, state, acc, batch) -> acc`` for one batch already on the device."""
+        return cached(("evaluate_host", self), self._evaluate_host)
 
+    def _evaluate_host(self) -> Callable:
         def evaluate_host_batch(params: Params, state: State, acc: dict, batch: tuple) -> dict:
             return self.program.evaluate(params, state, acc, *batch)
 
@@ -144,6 +157,9 @@ class EvalLoop:
 
     def predict_device(self) -> Callable:
         """``(params, state, x, order) -> outputs`` of shape ``(rows * batch_size, ...)``."""
+        return cached(("predict_device", self), self._predict_device)
+
+    def _predict_device(self) -> Callable:
         model = self.program.model
 
         def predict_on_device(params: Params, state: State, x: Any, order: Array) -> Any:
@@ -157,6 +173,9 @@ class EvalLoop:
 
     def predict_host(self) -> Callable:
         """``(params, state, x) -> outputs`` for one batch already on the device."""
+        return cached(("predict_host", self), self._predict_host)
+
+    def _predict_host(self) -> Callable:
         model = self.program.model
 
         def predict_host_batch(params: Params, state: State, x: Any) -> Any:

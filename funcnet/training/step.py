@@ -30,7 +30,8 @@ import optax
 from funcnet.core import Array, Key, Layer, Params, State
 from funcnet.losses import get_loss
 from funcnet.metrics import Metric, get_metric
-from funcnet.training.optimizers import FreezeSpec, Schedule, make_optimizer
+from funcnet.training.cache import cached, freeze_key
+from funcnet.training.optimizers import FreezeSpec, Guard, Schedule, freeze_labels, guard_of, make_optimizer
 
 __all__ = ["make_eval_step", "make_train_step"]
 
@@ -132,7 +133,16 @@ def _guard_state(opt_state: Any) -> tuple[Array, Array] | None:
     return last_finite, counts.get(tuple(path[:-1]), jnp.zeros((), jnp.int32))
 
 
-@dataclasses.dataclass(frozen=True)
+def _tx_update(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Params,
+               loss: Array) -> tuple[Any, Any]:
+    """``tx.update``, passing the loss as ``value`` to transformations that take extra arguments
+    (``optax.contrib.reduce_on_plateau`` reads it)."""
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+        return tx.update(grads, opt_state, params, value=loss)
+    return tx.update(grads, opt_state, params)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class TrainProgram:
     """The pure pieces a train step is made of; ``fit`` runs them in its own jitted loops."""
 
@@ -173,20 +183,52 @@ class TrainProgram:
             return self.loss(y, outputs, weights), (outputs, new_state)
 
         (loss, (outputs, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        if self.skip_nonfinite:  # a non-finite loss must skip the step even if its gradients are finite
+        guard = guard_of(self.tx) if self.skip_nonfinite else None
+        if guard is not None:
+            new_params, new_state, new_opt_state, ok = self._guarded_update(guard, params, state, new_state,
+                                                                             opt_state, grads, loss)
+            return new_params, new_state, new_opt_state, loss, outputs, ok, new_opt_state.notfinite_count
+        if self.skip_nonfinite:  # any other optimizer: a non-finite loss must poison its gradients
             finite_loss = jnp.isfinite(loss)
             grads = jax.tree.map(lambda g: jnp.where(finite_loss, g, jnp.nan).astype(g.dtype), grads)
-        if isinstance(self.tx, optax.GradientTransformationExtraArgs):
-            updates, new_opt_state = self.tx.update(grads, opt_state, params, value=loss)
-        else:
-            updates, new_opt_state = self.tx.update(grads, opt_state, params)
+        updates, new_opt_state = _tx_update(self.tx, grads, opt_state, params, loss)
         new_params = optax.apply_updates(params, updates)
         ok = bad_run = None
-        guard = _guard_state(new_opt_state) if self.skip_nonfinite else None
-        if guard is not None:
-            ok, bad_run = guard
+        found = _guard_state(new_opt_state) if self.skip_nonfinite else None
+        if found is not None:
+            ok, bad_run = found
             new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
         return new_params, new_state, new_opt_state, loss, outputs, ok, bad_run
+
+    def _guarded_update(self, guard: Guard, params: Params, state: State, new_state: State,
+                        opt_state: optax.ApplyIfFiniteState, grads: Any, loss: Array) -> tuple:
+        """``optax.apply_if_finite``'s rule, on the loss and the trainable gradients, with one
+        ``lax.cond`` around the optimizer's update, ``apply_updates`` and the layer state."""
+        checked = grads
+        if guard.freeze is not None:
+            labels = freeze_labels(params, guard.freeze)
+            checked = [g for g, label in zip(jax.tree.leaves(grads), jax.tree.leaves(labels), strict=True)
+                       if label == "trainable"]
+        finite = jnp.isfinite(loss)
+        for leaf in jax.tree.leaves(checked):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+
+        def apply(operands: tuple) -> tuple:
+            params, _, new_state, inner_state, grads = operands
+            updates, inner_state = _tx_update(guard.inner, grads, inner_state, params, loss)
+            return optax.apply_updates(params, updates), new_state, inner_state
+
+        def skip(operands: tuple) -> tuple:
+            params, state, _, inner_state, _ = operands
+            return params, state, inner_state
+
+        params, state, inner_state = jax.lax.cond(
+            finite, apply, skip, (params, state, new_state, opt_state.inner_state, grads))
+        bad = (~finite).astype(jnp.int32)
+        opt_state = optax.ApplyIfFiniteState(notfinite_count=(opt_state.notfinite_count + 1) * bad,
+                                             last_finite=finite, total_notfinite=opt_state.total_notfinite + bad,
+                                             inner_state=inner_state)
+        return params, state, opt_state, finite
 
     def evaluate(self, params: Params, state: State, acc: dict, x: Any, y: Any, weights: Array | None) -> dict:
         outputs, _ = self.model.apply(params, state, x, train=False)
@@ -196,8 +238,19 @@ class TrainProgram:
 
 def build_program(model: Layer, loss: Any, optimizer: Any = None, *, metrics: Any = (),
                   learning_rate: float | Schedule | None = None, freeze: FreezeSpec = None,
-                  skip_nonfinite: bool = True, threshold: float | None = None) -> TrainProgram:
-    """Resolves names into a :class:`TrainProgram` (``optimizer=None`` for evaluation only)."""
+                  skip_nonfinite: bool = True, threshold: float | None = None,
+                  reuse: bool = False) -> TrainProgram:
+    """Resolves names into a :class:`TrainProgram` (``optimizer=None`` for evaluation only).
+
+    With ``reuse``, the same arguments give the same program (and so its compiled loops, see
+    :mod:`funcnet.training.cache`).
+    """
+    if reuse:
+        key = ("program", getattr(model, "apply", model), loss, optimizer, freeze_key(metrics), learning_rate,
+               freeze_key(freeze), skip_nonfinite, threshold)
+        return cached(key, lambda: build_program(model, loss, optimizer, metrics=metrics,
+                                                 learning_rate=learning_rate, freeze=freeze,
+                                                 skip_nonfinite=skip_nonfinite, threshold=threshold))
     if not isinstance(model, Layer):
         raise TypeError(f"`model` must be a funcnet Layer (a model built from layers), got {type(model).__name__}.")
     loss_fn = get_loss(loss) if loss is not None else None
