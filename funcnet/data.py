@@ -230,7 +230,8 @@ def _builder(name: str, data_dir: str | os.PathLike | None) -> Any:
         return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
     except tfds.core.registered.DatasetNotFoundError as error:
         base = name.split(":")[0].split("/")[0]
-        close = difflib.get_close_matches(base, tfds.list_builders(), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=3,
+                                        cutoff=0.6)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"no data set named {name!r} in the TFDS catalogue.{hint} "
                          "`tfds.list_builders()` lists them all.") from error

@@ -1,14 +1,17 @@
 """MNIST prepared once per test run, shared by every test and every pytest-xdist worker.
 
 Test modules that need it import the fixture: ``from tests.mnist_cache import mnist_data_dir``.
+:func:`reference` parses the original files directly, as an independent reference.
 Preparing reads the four original files from the ``mnist_dir`` fixture (no network) and takes
 about half a minute; a lock file makes workers wait for the first one instead of repeating it.
 """
 
 import fcntl
+import gzip
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 
@@ -32,3 +35,16 @@ def mnist_data_dir(tmp_path_factory, mnist_dir) -> pathlib.Path:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return data_dir
+
+
+def read_idx(path, offset):
+    """The IDX format by hand: a big-endian header of ``offset`` bytes, then uint8 values."""
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+def reference(mnist_dir, prefix):
+    """``(images (N, 28, 28, 1) uint8, labels (N,) uint8)`` parsed from the original files, no TFDS."""
+    images = read_idx(mnist_dir / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)
+    labels = read_idx(mnist_dir / f"{prefix}-labels-idx1-ubyte.gz", 8)
+    return images, labels

@@ -1,7 +1,6 @@
 """funcnet.data: MNIST through TFDS from the original files, checked against a direct parse of
 those files; every error path with its message."""
 
-import gzip
 import hashlib
 import shutil
 import socket
@@ -12,22 +11,10 @@ import numpy as np
 import pytest
 
 from funcnet import data
-from tests.mnist_cache import mnist_data_dir  # noqa: F401  (fixture)
+from tests.mnist_cache import mnist_data_dir, reference  # noqa: F401  (fixture)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-
-
-def read_idx(path, offset):
-    """The IDX format by hand: a big-endian header of ``offset`` bytes, then uint8 values."""
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
-
-
-def reference(mnist_dir, prefix):
-    images = read_idx(mnist_dir / f"{prefix}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)
-    labels = read_idx(mnist_dir / f"{prefix}-labels-idx1-ubyte.gz", 8)
-    return images, labels
 
 
 def fingerprints(images, labels):
