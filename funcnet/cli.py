@@ -1,0 +1,203 @@
+"""The ``funcnet`` command: ``funcnet train mnist --model cnn``.
+
+::
+
+    funcnet train mnist --model mlp                                  # downloads MNIST once
+    funcnet train mnist --model cnn --data-dir path/to/mnist-files   # offline: the original files
+    python -m funcnet train fashion_mnist --model cnn --epochs 5
+
+It loads the data set with :mod:`funcnet.data`, trains one of the recipes below with
+:func:`funcnet.training.fit`, prints progress and the test accuracy, and writes to ``--out``:
+``checkpoint/`` (parameters, layer state and the architecture, by :mod:`funcnet.checkpoint`),
+``curves.png`` (the training curves) and ``history.json`` (every logged value per epoch).
+
+The recipes (Adam, a short linear warm-up then cosine decay of the learning rate) were chosen to
+train MNIST comfortably past 97.5% (MLP) and 98.8% (CNN) test accuracy in a minute or two on two
+CPU cores. The CNN uses strided convolutions rather than max pooling: the same accuracy for a
+fraction of the compute on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = ["RECIPES", "Recipe", "build_model", "main"]
+
+
+class Recipe(NamedTuple):
+    """Training defaults of one model, overridable from the command line."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    description: str
+
+
+RECIPES = {
+    "mlp": Recipe(6, 128, 2e-3, "Flatten - Dense(512, relu) - Dense(classes)"),
+    "cnn": Recipe(5, 128, 3e-3, "Conv2D(16, 5x5, stride 2, relu) - Conv2D(32, 3x3, stride 2, relu) - Flatten "
+                               "- Dense(128, relu) - Dense(classes)"),
+}
+
+
+def build_model(name: str, num_classes: int):
+    """The recipe's model for inputs of any image shape and ``num_classes`` outputs (logits)."""
+    import funcnet as fn
+
+    if name == "mlp":
+        return fn.serial(fn.Flatten(), fn.Dense(512, activation="relu"), fn.Dense(num_classes))
+    if name == "cnn":
+        return fn.serial(
+            fn.Conv2D(16, 5, strides=2, padding="SAME", activation="relu"),   # (N, H/2, W/2, 16)
+            fn.Conv2D(32, 3, strides=2, padding="SAME", activation="relu"),   # (N, H/4, W/4, 32)
+            fn.Flatten(),
+            fn.Dense(128, activation="relu"),
+            fn.Dense(num_classes),
+        )
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(RECIPES)}.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="funcnet", description="funcnet: functional neural networks on JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser(
+        "train", help="train a model on an image classification data set and report its test accuracy",
+        description="Train a model on a TFDS image classification data set (mnist, fashion_mnist, kmnist, "
+        "cifar10, ...), print its test accuracy and save the parameters and training curves.")
+    train.add_argument("dataset", help="a TFDS data set name, e.g. mnist")
+    train.add_argument("--model", choices=sorted(RECIPES), default="cnn", help="the model recipe (default: cnn)")
+    train.add_argument("--epochs", type=_positive_int, help="epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=_positive_int, help="examples per step (default: the recipe's)")
+    train.add_argument("--lr", type=_positive_float, help="peak learning rate (default: the recipe's)")
+    train.add_argument("--data-dir", help="a folder with the data set's original files, to prepare it with no "
+                       "network (for MNIST: train-images-idx3-ubyte.gz and the three others)")
+    train.add_argument("--cache-dir", help="where TFDS keeps prepared data sets (default: TFDS's, "
+                       "~/tensorflow_datasets)")
+    train.add_argument("--out", help="output folder (default: runs/<dataset>-<model>)")
+    train.add_argument("--seed", type=int, default=0, help="seed of the initialisation and shuffling (default: 0)")
+    train.add_argument("--validation-split", type=float, default=0.0,
+                       help="fraction of the training examples held out for validation curves (default: 0)")
+    train.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def train(args: argparse.Namespace) -> int:
+    """``funcnet train``: returns the exit status."""
+    import jax
+    import optax
+
+    import funcnet as fn
+    from funcnet import checkpoint, data
+    from funcnet.training import evaluate, fit, plot_history
+
+    recipe = RECIPES[args.model]
+    epochs = args.epochs or recipe.epochs
+    batch_size = args.batch_size or recipe.batch_size
+    lr = args.lr or recipe.learning_rate
+    out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}")
+
+    started = time.perf_counter()
+    print(f"Loading {args.dataset}" + (f" (original files from {args.data_dir})" if args.data_dir else "") + " ...",
+          flush=True)
+    try:
+        train_split, test_split = data.load(args.dataset, split=("train", "test"), data_dir=args.cache_dir,
+                                            manual_dir=args.data_dir)
+        described = data.info(args.dataset, data_dir=args.cache_dir)
+    except (FileNotFoundError, ConnectionError, ImportError, ValueError) as error:
+        print(f"funcnet: error: {error}", file=sys.stderr)
+        return 1
+    print(f"  train {train_split.x.shape}, test {test_split.x.shape}, {described.num_classes} classes "
+          f"({time.perf_counter() - started:.1f}s)")
+
+    model = build_model(args.model, described.num_classes)
+    input_shape = (None, *train_split.x.shape[1:])
+    key_init, key_fit = jax.random.split(jax.random.key(args.seed))
+    _, params, state = model.init(key_init, input_shape)
+    print(f"\nModel '{args.model}': {recipe.description}")
+    print(fn.summary(model, input_shape))
+
+    n_train = round(len(train_split.x) * (1 - args.validation_split))
+    steps = epochs * math.ceil(n_train / batch_size)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps)
+    print(f"\nTraining: {epochs} epochs, batch {batch_size}, Adam, peak learning rate {lr:g} "
+          f"(warm-up, cosine decay), on {jax.default_backend().upper()}")
+    verbose = 2 if args.quiet or not sys.stderr.isatty() else 1
+    # On a CPU, one compiled call per step trains these models several times faster than fit's
+    # whole-epoch scan (measured: 7x for the CNN, equal for the MLP).
+    mode = "step" if jax.default_backend() == "cpu" else "auto"
+    trained_at = time.perf_counter()
+    result = fit(model, params, state, train_split.x, train_split.y, loss="sparse_categorical_crossentropy",
+                 optimizer="adam", learning_rate=schedule, epochs=epochs, batch_size=batch_size,
+                 metrics=["accuracy"], key=key_fit, validation_split=args.validation_split, verbose=verbose,
+                 mode=mode)
+    train_seconds = time.perf_counter() - trained_at
+    scores = evaluate(model, result.params, result.state, test_split.x, test_split.y,
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    accuracy = float(scores["accuracy"])
+    correct = round(accuracy * len(test_split.y))
+
+    os.makedirs(out, exist_ok=True)
+    summary = {"dataset": args.dataset, "model": args.model, "epochs": epochs, "batch_size": batch_size,
+               "learning_rate": lr, "seed": args.seed, "test_accuracy": accuracy, "test_loss": float(scores["loss"]),
+               "train_seconds": train_seconds}
+    saved = checkpoint.save(os.path.join(out, "checkpoint"), {"params": result.params, "state": result.state},
+                            metadata=summary, model=model, input_shape=input_shape, overwrite=True)
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump({"summary": summary, "history": _jsonable(result.history)}, f, indent=1)
+    curves = _plot(plot_history, result.history, os.path.join(out, "curves.png"))
+
+    print(f"\nTest accuracy: {accuracy:.4f} ({correct}/{len(test_split.y)}), test loss {float(scores['loss']):.4f}")
+    print(f"Trained in {train_seconds:.1f}s ({time.perf_counter() - started:.1f}s in all).")
+    print(f"Saved: {saved} (parameters and architecture), {os.path.join(out, 'history.json')}"
+          + (f", {curves}" if curves else ""))
+    return 0
+
+
+def _jsonable(history: dict) -> dict:
+    import numpy as np
+
+    return {k: [np.asarray(v).tolist() for v in values] for k, values in history.items()}
+
+
+def _plot(plot_history, history: dict, path: str) -> str | None:
+    try:
+        return plot_history(history, path)
+    except ImportError as error:
+        print(f"(no curves: {error})", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``funcnet`` command's entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        if not 0 <= args.validation_split < 1:
+            print("funcnet: error: --validation-split must be in [0, 1)", file=sys.stderr)
+            return 2
+        return train(args)
+    return 2  # pragma: no cover - argparse rejects other commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
