@@ -73,7 +73,7 @@ def padding_mask(row: Any, n: int, batch_size: int) -> Array:
 
 
 def tree_bytes(tree: Any) -> int:
-    return sum(np.asarray(leaf).nbytes if not hasattr(leaf, "nbytes") else leaf.nbytes for leaf in jax.tree.leaves(tree))
+    return sum(leaf.nbytes if hasattr(leaf, "nbytes") else np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree))
 
 
 def fits_on_device(tree: Any, fraction: float = 0.5) -> bool:

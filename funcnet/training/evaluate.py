@@ -41,7 +41,7 @@ def output_struct(model: Layer, params: Params, state: State, x: Any, batch_size
                           abstract_batch(x, batch_size))
 
 
-def _check_batch_size(batch_size: Any, what: str = "batch_size") -> None:
+def check_batch_size(batch_size: Any, what: str = "batch_size") -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`{what}` must be a positive integer, got {batch_size!r}.")
 
@@ -101,15 +101,15 @@ def evaluate(model: Layer, params: Params, state: State, x: Any, y: Any, *, loss
         ValueError, TypeError: for labels that do not fit the loss or model (see
             :func:`funcnet.training.check_labels`), or x and y of different lengths.
     """
-    _check_batch_size(batch_size)
-    program = build_program(model, loss, None, metrics=metrics, threshold=_threshold(loss), reuse=True)
+    check_batch_size(batch_size)
+    program = build_program(model, loss, None, metrics=metrics, threshold=metric_threshold(loss), reuse=True)
     if loss is None and not program.tracker.metrics:
         raise ValueError("evaluate needs a loss or at least one metric to compute.")
     x, y, sample_weight = as_arrays(x), as_arrays(y), None if sample_weight is None else np.asarray(sample_weight)
     check_lengths(x, y, sample_weight)
     outputs = output_struct(model, params, state, x, batch_size)
     if program.loss_fn is not None:
-        check_labels(y, outputs.shape, label_kind(program.loss_fn), loss_name=_loss_name(loss))
+        check_labels(y, outputs.shape, label_kind(program.loss_fn), loss_name=loss_display_name(loss))
     on_device = fits_on_device((x, y)) if data_on_device is None else data_on_device
     return Evaluator(program, x, y, sample_weight, batch_size, on_device, outputs)(params, state)
 
@@ -127,7 +127,7 @@ def predict(model: Layer, params: Params, state: State, x: Any, *, batch_size: i
     Returns:
         The outputs for all N examples, a JAX array (or pytree) of shape ``(N, ...)``.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     x = as_arrays(x)
     n = num_examples(x)
     output_struct(model, params, state, x, batch_size)  # layer errors surface here, with their path
@@ -143,13 +143,13 @@ def predict(model: Layer, params: Params, state: State, x: Any, *, batch_size: i
     return jax.tree.map(lambda *a: jnp.concatenate(a)[:n], *parts)
 
 
-def _threshold(loss: Any) -> float | None:
+def metric_threshold(loss: Any) -> float | None:
     """0.5 for metrics on probabilities (binary cross-entropy with ``from_logits=False``)."""
     keywords = getattr(loss, "keywords", None) or {}
     return 0.5 if keywords.get("from_logits") is False else None
 
 
-def _loss_name(loss: Any) -> str:
+def loss_display_name(loss: Any) -> str:
     if isinstance(loss, str):
         return loss
     fn: Callable = getattr(loss, "func", loss)

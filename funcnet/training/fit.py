@@ -8,6 +8,7 @@ the device and are fetched once per epoch (and at most every half second for the
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,14 @@ from funcnet.metrics import Metric
 from funcnet.training.batching import RAGGED, batch_order, fit_keys, fits_on_device, host_batches, num_batches
 from funcnet.training.callbacks import as_callbacks
 from funcnet.training.checks import check_labels, check_lengths
-from funcnet.training.evaluate import Evaluator, _check_batch_size, _loss_name, _threshold, as_arrays, output_struct
+from funcnet.training.evaluate import (
+    Evaluator,
+    as_arrays,
+    check_batch_size,
+    loss_display_name,
+    metric_threshold,
+    output_struct,
+)
 from funcnet.training.loops import Batches, Carry, TrainLoop
 from funcnet.training.optimizers import FreezeSpec, Schedule, learning_rate_of
 from funcnet.training.progress import REFRESH_SECONDS, Progress
@@ -59,7 +67,8 @@ def _split(x: Any, y: Any, sample_weight: Any, validation_split: float) -> tuple
         return None if tree is None else jax.tree.map(lambda a: a[part], tree)
 
     head, tail = slice(0, at), slice(at, n)
-    return (cut(x, head), cut(y, head), cut(sample_weight, head)), (cut(x, tail), cut(y, tail), cut(sample_weight, tail))
+    train = (cut(x, head), cut(y, head), cut(sample_weight, head))
+    return train, (cut(x, tail), cut(y, tail), cut(sample_weight, tail))
 
 
 def _copy(tree: Any) -> Any:
@@ -161,7 +170,7 @@ def fit(
             :func:`funcnet.training.check_labels`), before anything is compiled.
         NonFiniteError: after ``max_bad_steps`` consecutive non-finite steps.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"`epochs` must be a non-negative integer, got {epochs!r}.")
     if ragged not in RAGGED:
@@ -169,7 +178,7 @@ def fit(
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {list(MODES)}, got {mode!r}.")
     if steps_per_call is not None:
-        _check_batch_size(steps_per_call, "steps_per_call")
+        check_batch_size(steps_per_call, "steps_per_call")
     if isinstance(max_bad_steps, bool) or not isinstance(max_bad_steps, int) or max_bad_steps < 1:
         raise ValueError(f"`max_bad_steps` must be a positive integer, got {max_bad_steps!r}.")
     if not 0 <= validation_split < 1:
@@ -192,7 +201,7 @@ def fit(
     key = jax.random.key(0) if key is None else key
 
     program = build_program(model, loss, optimizer, metrics=metrics, learning_rate=learning_rate, freeze=freeze,
-                            skip_nonfinite=skip_nonfinite, threshold=_threshold(loss), reuse=True)
+                            skip_nonfinite=skip_nonfinite, threshold=metric_threshold(loss), reuse=True)
     x, y = as_arrays(x), as_arrays(y)
     sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
     check_lengths(x, y, sample_weight)
@@ -202,7 +211,7 @@ def fit(
             validation_data = validation_data[:2]
     n = check_lengths(x, y, sample_weight)
     outputs = output_struct(model, params, state, x, batch_size)
-    kind, loss_name = label_kind(program.loss_fn), _loss_name(loss)
+    kind, loss_name = label_kind(program.loss_fn), loss_display_name(loss)
     check_labels(y, outputs.shape, kind, loss_name=loss_name)
     steps = num_batches(n, batch_size, ragged)
     if steps == 0:
@@ -211,17 +220,8 @@ def fit(
 
     evaluator = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-            raise ValueError("`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, weights).")
-        vx, vy = as_arrays(validation_data[0]), as_arrays(validation_data[1])
-        vw = None if len(validation_data) == 2 or validation_data[2] is None else np.asarray(validation_data[2])
-        check_lengths(vx, vy, vw, what="validation ")
-        val_batch = validation_batch_size or max(batch_size, 256)
-        _check_batch_size(val_batch, "validation_batch_size")
-        val_outputs = output_struct(model, params, state, vx, val_batch)
-        check_labels(vy, val_outputs.shape, kind, loss_name=f"{loss_name} (validation data)")
-        val_on_device = fits_on_device((vx, vy)) if data_on_device is None else data_on_device
-        evaluator = Evaluator(program, vx, vy, vw, val_batch, val_on_device, val_outputs)
+        evaluator = _validation(program, model, params, state, validation_data, validation_batch_size or
+                                max(batch_size, 256), kind, loss_name, data_on_device)
 
     on_device = fits_on_device((x, y)) if data_on_device is None else data_on_device
     mode = choose_mode(on_device, jax.default_backend()) if mode == "auto" else mode
@@ -249,7 +249,7 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(train_state)
 
-    def stop_if_bad(logs: dict, carry: Carry, epoch: int) -> None:
+    def stop_if_bad(logs: dict, carry: Carry, *, epoch: int) -> None:
         if skip_nonfinite and int(logs["bad_run"]) >= max_bad_steps:
             progress.close()
             bad = TrainState(carry.params, carry.state, carry.opt_state, int(carry.step), epoch, key)
@@ -266,27 +266,17 @@ def fit(
             progress.begin_epoch(epoch)
             order = batch_order(data_key, epoch, n, batch_size, ragged=ragged, shuffle=shuffle)
             carry = Carry(params, state, opt_state, program.tracker.init(outputs), jnp.int32(0), jnp.int32(step))
+            refresh = functools.partial(_refresh, summarize, progress, functools.partial(stop_if_bad, epoch=epoch))
             if not on_device:
-                order = np.asarray(order)
-                last = time.perf_counter()
-                for i, batch in enumerate(host_batches(data, order, n, batches.masked)):
-                    carry = run(carry, batch, step_root)
-                    if time.perf_counter() - last > REFRESH_SECONDS:
-                        carry, last = _refresh(carry, summarize, progress, i + 1, stop_if_bad, epoch)
+                carry = _host_epoch(run, carry, host_batches(data, np.asarray(order), n, batches.masked), step_root,
+                                    refresh)
             elif mode == "step":
-                last = time.perf_counter()
-                for i in range(steps):
-                    carry = run(carry, data, order, step_root)
-                    if time.perf_counter() - last > REFRESH_SECONDS:
-                        carry, last = _refresh(carry, summarize, progress, i + 1, stop_if_bad, epoch)
+                carry = _step_epoch(run, carry, data, order, step_root, steps, refresh)
             else:
-                chunk = steps_per_call or steps
-                for done in range(0, steps, chunk):
-                    carry = run(carry, data, order, step_root, min(chunk, steps - done))
-                    if done + chunk < steps and progress.live:
-                        carry, _ = _refresh(carry, summarize, progress, done + chunk, stop_if_bad, epoch)
+                carry = _scan_epoch(run, carry, data, order, step_root, steps, steps_per_call or steps,
+                                    refresh if progress.live else None)
             logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
-            stop_if_bad(logs, carry, epoch)
+            stop_if_bad(logs, carry, epoch=epoch)
             params, state, opt_state = carry.params, carry.state, carry.opt_state
             step += steps
             logs.pop("bad_run")
@@ -319,10 +309,55 @@ def fit(
     return FitResult(train_state.params, train_state.state, train_state.opt_state, history)
 
 
-def _refresh(carry: Carry, summarize: Any, progress: Progress, done: int, stop_if_bad: Any,
-             epoch: int) -> tuple[Carry, float]:
+def _validation(program: Any, model: Layer, params: Params, state: State, validation_data: Any, batch_size: int,
+                kind: str | None, loss_name: str, data_on_device: bool | None) -> Evaluator:
+    """Checks the validation data and builds its (compiled once) evaluator."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, weights).")
+    vx, vy = as_arrays(validation_data[0]), as_arrays(validation_data[1])
+    vw = None if len(validation_data) == 2 or validation_data[2] is None else np.asarray(validation_data[2])
+    check_lengths(vx, vy, vw, what="validation ")
+    check_batch_size(batch_size, "validation_batch_size")
+    outputs = output_struct(model, params, state, vx, batch_size)
+    check_labels(vy, outputs.shape, kind, loss_name=f"{loss_name} (validation data)")
+    on_device = fits_on_device((vx, vy)) if data_on_device is None else data_on_device
+    return Evaluator(program, vx, vy, vw, batch_size, on_device, outputs)
+
+
+def _refresh(summarize: Any, progress: Progress, stop_if_bad: Any, carry: Carry, done: int) -> None:
     """Fetches the running logs (one device sync), updates the bar, stops on a run of bad steps."""
     logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
-    stop_if_bad(logs, carry, epoch)
+    stop_if_bad(logs, carry)
     progress.update(done, {k: v for k, v in logs.items() if k != "bad_run"})
-    return carry, time.perf_counter()
+
+
+def _step_epoch(run: Any, carry: Carry, data: tuple, order: Any, step_root: Key, steps: int, refresh: Any) -> Carry:
+    """One compiled step per batch; the host never waits, except to refresh every half second."""
+    last = time.perf_counter()
+    for i in range(steps):
+        carry = run(carry, data, order, step_root)
+        if time.perf_counter() - last > REFRESH_SECONDS:
+            refresh(carry, i + 1)
+            last = time.perf_counter()
+    return carry
+
+
+def _host_epoch(run: Any, carry: Carry, batches: Any, step_root: Key, refresh: Any) -> Carry:
+    """One compiled step per batch copied from the host (the copies run ahead, see host_batches)."""
+    last = time.perf_counter()
+    for i, batch in enumerate(batches):
+        carry = run(carry, batch, step_root)
+        if time.perf_counter() - last > REFRESH_SECONDS:
+            refresh(carry, i + 1)
+            last = time.perf_counter()
+    return carry
+
+
+def _scan_epoch(run: Any, carry: Carry, data: tuple, order: Any, step_root: Key, steps: int, chunk: int,
+                refresh: Any) -> Carry:
+    """``chunk`` steps per compiled call (the whole epoch by default)."""
+    for done in range(0, steps, chunk):
+        carry = run(carry, data, order, step_root, min(chunk, steps - done))
+        if refresh is not None and done + chunk < steps:
+            refresh(carry, done + chunk)
+    return carry

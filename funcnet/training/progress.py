@@ -34,7 +34,8 @@ class Progress:
 
     def __init__(self, verbose: int, epochs: int, steps: int, batch_size: int):
         if verbose not in (0, 1, 2):
-            raise ValueError(f"`verbose` must be 0 (silent), 1 (a progress bar) or 2 (a line per epoch), got {verbose!r}.")
+            raise ValueError(f"`verbose` must be 0 (silent), 1 (a progress bar) or 2 (a line per epoch), "
+                             f"got {verbose!r}.")
         self.verbose, self.epochs, self.steps, self.batch_size = verbose, epochs, steps, batch_size
         self.bar: tqdm | None = None
         self.shown = 0

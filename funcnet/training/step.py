@@ -85,7 +85,10 @@ class Tracker:
                ok: Array | None = None, bad_run: Array | None = None) -> dict:
         new = dict(acc)
         if self.track_loss:
-            n = jnp.sum(weights).astype(jnp.float32) if weights is not None else jnp.float32(jax.tree.leaves(y)[0].shape[0])
+            if weights is not None:
+                n = jnp.sum(weights).astype(jnp.float32)
+            else:
+                n = jnp.float32(jax.tree.leaves(y)[0].shape[0])
             if ok is not None:
                 n = jnp.where(ok, n, 0)
                 loss = jnp.where(ok, loss, 0)
@@ -110,7 +113,8 @@ class Tracker:
         return logs
 
 
-def resolve_metrics(metrics: Sequence[str | Metric] | str | Metric, threshold: float | None = None) -> tuple[Metric, ...]:
+def resolve_metrics(metrics: Sequence[str | Metric] | str | Metric,
+                    threshold: float | None = None) -> tuple[Metric, ...]:
     """Metric objects from names or Metrics; names must be unique."""
     if isinstance(metrics, (str, Metric)):
         metrics = [metrics]
