@@ -137,6 +137,14 @@ def test_training_compiles_once(caplog, mode, steps_per_call, expected):
     assert compilations(caplog, "evaluate_on_device") == 1
 
 
+def test_progress_bar_chunks_divide_the_epoch():
+    from funcnet.training.fit import _progress_chunk
+
+    for steps in (1, 7, 19, 20, 100, 469, 938, 1875, 391):
+        chunk = _progress_chunk(steps)
+        assert steps % chunk == 0 and (chunk == steps or 5 <= steps // chunk <= 20)
+
+
 def test_early_stopping_and_keep_best():
     x, y = teacher_data(n=60)
     model = mlp()
@@ -226,10 +234,17 @@ def test_validation_matches_evaluate_and_predict():
                       batch_size=10)
     for name in ("loss", "accuracy", "f1"):
         np.testing.assert_allclose(result.history[f"val_{name}"][-1], scores[name], rtol=1e-5)
+    on_host = evaluate(model, result.params, result.state, xv, yv, loss=LOSS, metrics=["accuracy", "f1"],
+                       batch_size=10, data_on_device=False)
+    assert on_host.keys() == scores.keys()
+    for name in scores:
+        np.testing.assert_allclose(on_host[name], scores[name], rtol=1e-6)
     logits = np.asarray(predict(model, result.params, result.state, xv, batch_size=10))
     expected = np.asarray(model.apply(result.params, result.state, xv)[0])
     assert logits.shape == (37, 3)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(predict(model, result.params, result.state, xv, batch_size=10,
+                                                  data_on_device=False)), logits, rtol=1e-6)
     z = expected.astype(np.float64)
     logp = z - z.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))

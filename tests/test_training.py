@@ -126,6 +126,17 @@ def test_schedule_as_learning_rate():
     np.testing.assert_allclose(np.asarray(updates["w"]), [-0.1, -0.1], rtol=1e-6)
 
 
+def test_extra_args_reach_the_optimizer():
+    model, params, state, x, y = setup()
+    # reduce_on_plateau reads the loss through optax's extra arguments (value=loss).
+    tx = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=0, accumulation_size=1))
+    step = make_train_step(model, LOSS, tx, donate=False)
+    opt = init_opt_state(params, tx)
+    _, _, opt, logs = step(params, state, opt, (x, y), None)
+    plateau = optax.tree.get(opt, "best_value")
+    np.testing.assert_allclose(float(plateau), float(logs["loss"]), rtol=1e-6)
+
+
 def test_optimizer_errors():
     with pytest.raises(ValueError, match=r"unknown optimizer 'adamax'; choose one of \['adam', 'adamw', 'momentum'"):
         get_optimizer("adamax")

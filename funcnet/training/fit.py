@@ -148,7 +148,8 @@ def fit(
         mode: ``"scan"`` runs ``steps_per_call`` steps (default: the whole epoch) per compiled
             call, ``"step"`` one step per call, ``"auto"`` chooses (:func:`choose_mode`).
         steps_per_call: in scan mode, steps per call (the progress bar moves between calls;
-            a shorter last call of the epoch compiles once more).
+            a shorter last call of the epoch compiles once more). By default the whole epoch,
+            or with ``verbose=1`` a divisor of the epoch's steps near a tenth of it.
         freeze: glob patterns over parameter paths to keep fixed (``"conv2d_*"``).
         skip_nonfinite: skip and count updates whose loss or gradients are not finite (the
             ``"skipped"`` history entry).
@@ -273,7 +274,8 @@ def fit(
             elif mode == "step":
                 carry = _step_epoch(run, carry, data, order, step_root, steps, refresh)
             else:
-                carry = _scan_epoch(run, carry, data, order, step_root, steps, steps_per_call or steps,
+                chunk = steps_per_call or (_progress_chunk(steps) if progress.live else steps)
+                carry = _scan_epoch(run, carry, data, order, step_root, steps, chunk,
                                     refresh if progress.live else None)
             logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
             stop_if_bad(logs, carry, epoch=epoch)
@@ -351,6 +353,14 @@ def _host_epoch(run: Any, carry: Carry, batches: Any, step_root: Key, refresh: A
             refresh(carry, i + 1)
             last = time.perf_counter()
     return carry
+
+
+def _progress_chunk(steps: int) -> int:
+    """Steps per scan call when a progress bar is shown: a divisor of ``steps`` near a tenth of
+    it, so the bar moves about ten times an epoch without a shorter call (a second compilation);
+    the whole epoch when ``steps`` has no such divisor."""
+    divisors = [d for d in range(max(2, steps // 20), steps // 5 + 1) if steps % d == 0]
+    return min(divisors, key=lambda d: abs(d - steps / 10)) if divisors else steps
 
 
 def _scan_epoch(run: Any, carry: Carry, data: tuple, order: Any, step_root: Key, steps: int, chunk: int,
