@@ -16,15 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.core import Array, Key, Layer, Params, ShapeError, State, check_floating, format_shape
+from funcnet.layers import _windows
+from funcnet.layers._lowering import check_lowering, use_fast
 from funcnet.layers._spatial import int_tuple, normalize_padding, spatial_sizes, window_pads
 
 IntOrTuple = int | Sequence[int]
 
 
-@partial(jax.jit, static_argnames=("window", "strides", "pads", "average"))
+@partial(jax.jit, static_argnames=("window", "strides", "pads", "average", "fast"))
 def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
-          pads: tuple[tuple[int, int], ...], average: bool) -> Array:
-    """Max or mean over each window of the real (not padded) values, compiled as one."""
+          pads: tuple[tuple[int, int], ...], average: bool, fast: bool = False) -> Array:
+    """Max or mean over each window of the real (not padded) values, compiled as one.
+
+    With ``fast``, non-overlapping windows take the lowering of :mod:`funcnet.layers._windows`.
+    """
+    if fast and _windows.applies(window, strides):
+        return _windows.pool(x, window=window, strides=strides, pads=pads, average=average)
     dims, steps, pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
     if not average:
         return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, steps, pads)
@@ -38,8 +45,9 @@ def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
 
 
 def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides: IntOrTuple | None,
-             padding: str, name: str | None) -> Layer:
+             padding: str, name: str | None, lowering: str) -> Layer:
     """The N-D max (``average=False``) or average pooling behind the constructors below."""
+    check_lowering(lowering, kind)
     window = int_tuple(pool_size, rank, "pool_size", kind)
     strides = window if strides is None else int_tuple(strides, rank, "strides", kind)
     padding = normalize_padding(padding, rank, kind, explicit=False)
@@ -57,7 +65,8 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
         check_floating(x)
         sizes, _ = spatial_sizes(tuple(x.shape), rank, kind)
         pads, _ = window_pads(sizes, window, strides, no_dilation, padding, "pool_size")
-        return _pool(x, window=window, strides=strides, pads=pads, average=average), state
+        return _pool(x, window=window, strides=strides, pads=pads, average=average,
+                     fast=use_fast(lowering)), state
 
     config = {"pool_size": list(window), "strides": list(strides), "padding": padding}
     return Layer(init, apply, kind, config, (), name)
@@ -68,6 +77,8 @@ def MaxPool2D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """The maximum over each window of an image; padded positions never win.
 
@@ -77,6 +88,11 @@ def MaxPool2D(  # noqa: N802
         padding: ``"VALID"`` (windows inside the input: ``(n - k) // stride + 1`` outputs) or
             ``"SAME"`` (``ceil(n / stride)`` outputs), case-insensitive.
         name: this layer's name in an enclosing model.
+        lowering: ``"auto"`` (the default), ``"reference"`` (``lax.reduce_window``) or
+            ``"fast"`` (a reduction over a reshaped view, for non-overlapping windows: several
+            times faster on XLA's CPU backend, with the same values and gradients); ``"auto"``
+            takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``. Not part of the
+            architecture (not in ``config``). See ``docs/benchmarks.md``.
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', C)``. No params or state.
@@ -85,7 +101,7 @@ def MaxPool2D(  # noqa: N802
         ValueError: for bad configuration; :class:`~funcnet.ShapeError` for an input of another
         rank, or a window larger than the input with ``"VALID"``.
     """
-    return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name)
+    return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name, lowering)
 
 
 def MaxPool1D(  # noqa: N802
@@ -93,9 +109,11 @@ def MaxPool1D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """Max pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`MaxPool2D`."""
-    return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name)
+    return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name, lowering)
 
 
 def MaxPool3D(  # noqa: N802
@@ -103,10 +121,12 @@ def MaxPool3D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """Max pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; arguments as for
     :func:`MaxPool2D`."""
-    return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name)
+    return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name, lowering)
 
 
 def AvgPool2D(  # noqa: N802
@@ -114,13 +134,15 @@ def AvgPool2D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """The mean over each window of an image.
 
     With ``"SAME"`` padding a window at the border averages only the real values it covers (the
     padding is not counted), as in Keras. Arguments, shapes and errors as for :func:`MaxPool2D`.
     """
-    return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name)
+    return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name, lowering)
 
 
 def AvgPool1D(  # noqa: N802
@@ -128,9 +150,11 @@ def AvgPool1D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """Average pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`AvgPool2D`."""
-    return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name)
+    return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name, lowering)
 
 
 def AvgPool3D(  # noqa: N802
@@ -138,10 +162,12 @@ def AvgPool3D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
+    *,
+    lowering: str = "auto",
 ) -> Layer:
     """Average pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; see
     :func:`AvgPool2D`."""
-    return _pool_nd(3, True, "AvgPool3D", pool_size, strides, padding, name)
+    return _pool_nd(3, True, "AvgPool3D", pool_size, strides, padding, name, lowering)
 
 
 def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> Layer:
