@@ -119,7 +119,6 @@ def prepare(
     builder = _builder(name, data_dir)
     if builder.is_prepared():
         return os.fspath(builder.data_path)
-    _require("tensorflow")
     described = _describe(builder)
     if manual_dir is not None:
         manual_dir = os.path.expanduser(os.fspath(manual_dir))
@@ -130,14 +129,16 @@ def prepare(
             f"folder holding {_file_list(described)}) or allow downloading.")
     else:
         _check_reachable(described)
+    _require("tensorflow")
     download_manager = importlib.import_module("tensorflow_datasets.core.download.download_manager")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:
         builder.download_and_prepare(download_config=config)
     except download_manager.NonMatchingChecksumError as error:
         bad = [f for f in described.files if f in str(error)] or ["a file"]
+        where = manual_dir or "TFDS's downloads folder"
         raise ValueError(
-            f"{', '.join(bad)} in {manual_dir} is corrupt or incomplete: its size or sha256 checksum "
+            f"{', '.join(bad)} in {where} is corrupt or incomplete: its size or sha256 checksum "
             f"does not match the original. Download it again ({_file_list(described, only=bad)}) "
             "and replace it.") from error
     except (OSError, tfds.download.DownloadError) as error:
