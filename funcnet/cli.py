@@ -143,14 +143,10 @@ def train(args: argparse.Namespace) -> int:
     print(f"\nTraining: {epochs} epochs, batch {batch_size}, Adam, peak learning rate {lr:g} "
           f"(warm-up, cosine decay), on {jax.default_backend().upper()}")
     verbose = 2 if args.quiet or not sys.stderr.isatty() else 1
-    # On a CPU, one compiled call per step trains these models several times faster than fit's
-    # whole-epoch scan (measured: 7x for the CNN, equal for the MLP).
-    mode = "step" if jax.default_backend() == "cpu" else "auto"
     trained_at = time.perf_counter()
     result = fit(model, params, state, train_split.x, train_split.y, loss="sparse_categorical_crossentropy",
                  optimizer="adam", learning_rate=schedule, epochs=epochs, batch_size=batch_size,
-                 metrics=["accuracy"], key=key_fit, validation_split=args.validation_split, verbose=verbose,
-                 mode=mode)
+                 metrics=["accuracy"], key=key_fit, validation_split=args.validation_split, verbose=verbose)
     train_seconds = time.perf_counter() - trained_at
     scores = evaluate(model, result.params, result.state, test_split.x, test_split.y,
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
