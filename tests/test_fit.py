@@ -317,3 +317,11 @@ def test_progress_output_and_history_plot(tmp_path, capsys):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_history(result.history, tmp_path / "x.png", names=["f1"])
+
+
+def test_plot_history_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'funcnet\[plot\]'"):
+        plot_history({"epoch": [0], "loss": [1.0]}, tmp_path / "h.png")

@@ -13,6 +13,8 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["SIZE", "cached", "clear", "freeze_key"]
+
 #: How many programs (and their compiled loops) are kept.
 SIZE = 16
 

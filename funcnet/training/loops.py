@@ -23,6 +23,8 @@ from funcnet.training.batching import gather, padding_mask, step_key
 from funcnet.training.cache import cached
 from funcnet.training.step import TrainProgram
 
+__all__ = ["Batches", "Carry", "EvalLoop", "TrainLoop", "eval_order"]
+
 
 class Carry(NamedTuple):
     """What a training step passes to the next: all of it lives on the device."""
