@@ -157,6 +157,17 @@ def test_optimizer_errors():
         get_optimizer(optax.adam(1e-3), 0.1)
 
 
+def test_loss_functions_must_give_a_scalar_and_take_weights_when_needed():
+    model, params, state, x, y = setup()
+    per_example = make_train_step(model, lambda t, p: fn.losses.mean_squared_error(t, p[:, 0]) * jnp.ones(32),
+                                  "sgd")
+    with pytest.raises(ValueError, match=r"must return a scalar .*got an array of shape \(32,\)"):
+        per_example(copy(params), state, init_opt_state(params, "sgd"), (x, y.astype(np.float32)), None)
+    no_weights = make_train_step(model, lambda t, p: fn.losses.sparse_categorical_crossentropy(t, p), "sgd")
+    with pytest.raises(ValueError, match="takes no weights, but this batch has weights"):
+        no_weights(copy(params), state, init_opt_state(params, "sgd"), (x, y, np.ones(32, np.float32)), None)
+
+
 def test_opt_state_of_another_optimizer_is_a_clear_error():
     model, params, state, x, y = setup()
     step = make_train_step(model, LOSS, "adam", freeze="dense_0")

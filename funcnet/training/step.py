@@ -167,12 +167,18 @@ class TrainProgram:
             )
 
     def loss(self, y: Any, outputs: Any, weights: Array | None) -> Array:
+        """The loss function on one batch; checks (at trace time) that it gives a scalar."""
         if weights is None:
-            return self.loss_fn(y, outputs)
-        if not _accepts_weights(self.loss_fn):
+            value = self.loss_fn(y, outputs)
+        elif not _accepts_weights(self.loss_fn):
             raise ValueError("the loss function takes no weights, but this batch has weights (a padded last batch "
                              "or sample_weight); give it a third argument `weights=None`, or use ragged='drop'.")
-        return self.loss_fn(y, outputs, weights)
+        else:
+            value = self.loss_fn(y, outputs, weights)
+        if jnp.shape(value) != ():
+            raise ValueError(f"the loss function must return a scalar (the batch's mean loss), got an array of "
+                             f"shape {jnp.shape(value)}; reduce it, for example with jnp.mean.")
+        return value
 
     def update(self, params: Params, state: State, opt_state: Any, x: Any, y: Any, weights: Array | None,
                key: Key | None) -> tuple:
