@@ -198,8 +198,8 @@ def Conv2D(  # noqa: N802
 
     Raises:
         ValueError: for bad configuration; :class:`~funcnet.ShapeError` at init for an input of
-        another rank, channels not divisible by ``groups`` or a kernel larger than the padded
-        input, and at apply for an input with other channels than ``w`` was built for.
+            another rank, channels not divisible by ``groups`` or a kernel larger than the padded
+            input, and at apply for an input with other channels than ``w`` was built for.
     """
     return _conv_nd(2, False, "Conv2D", filters, kernel_size, strides, padding, dilation,
                     groups, activation, use_bias, w_init, b_init, name,

@@ -99,7 +99,7 @@ def MaxPool2D(  # noqa: N802
 
     Raises:
         ValueError: for bad configuration; :class:`~funcnet.ShapeError` for an input of another
-        rank, or a window larger than the input with ``"VALID"``.
+            rank, or a window larger than the input with ``"VALID"``.
     """
     return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name, lowering)
 
