@@ -59,8 +59,8 @@ def test_apply_errors_are_raised_under_jit_too(key):
 def test_params_of_another_architecture_are_rejected_by_name(key):
     _, params, state = mlp().init(key, (None, 28, 28, 1))
     other = fn.Sequential([fn.Flatten(), fn.Dense(16), fn.Dense(10), fn.Dense(3)])
-    with pytest.raises(fn.ShapeError, match=r"'dense_2' \(Dense, position 3.*built for inputs of shape \(N, 16\) "
-                                            r"\(w has shape \(16, 10\)\), got \(2, 10\)"):
+    with pytest.raises(fn.ParamsError, match=r"'dense_2' \(Dense, position 3.*params have shapes "
+                                             r"\[\(16, 10\), \(10,\)\] for \['w', 'b'\], but this layer has units=3"):
         other.apply({**params, "dense_2": params["dense_1"]}, state, jnp.ones((2, 28, 28, 1)))
     with pytest.raises(fn.ParamsError, match=r"params has entries \['conv2d_0'\] that match no layer here"):
         mlp().apply({**params, "conv2d_0": {}}, state, jnp.ones((2, 28, 28, 1)))
@@ -104,3 +104,10 @@ def test_bad_configuration_names_the_argument_and_allowed_values(make, message):
 def test_reshape_that_cannot_fit_fails_at_init(key):
     with pytest.raises(fn.ShapeError, match=r"cannot reshape examples of shape \(3, 4\) \(12 values\) into \(5, -1\)"):
         fn.serial(fn.Reshape((5, -1))).init(key, (None, 3, 4))
+
+
+def test_params_with_other_units_are_rejected(key):
+    _, params, _ = fn.serial(fn.Dense(5)).init(key, (None, 3))
+    with pytest.raises(fn.ParamsError, match=r"'dense_0'(.|\n)*params have shapes \[\(3, 5\), \(5,\)\] for \['w', 'b'\], "
+                                             r"but this layer has units=10"):
+        fn.serial(fn.Dense(10)).apply(params, {}, jnp.ones((2, 3)))

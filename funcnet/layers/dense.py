@@ -14,6 +14,7 @@ from funcnet.core import (
     Key,
     Layer,
     Params,
+    ParamsError,
     State,
     as_compute,
     check_floating,
@@ -84,6 +85,10 @@ def Dense(  # noqa: N802
         del key, train
         weights = get_params(params, names)
         w = weights[0]
+        if w.shape[-1] != units or (use_bias and weights[1].shape != (units,)):
+            raise ParamsError(f"params have shapes {[tuple(p.shape) for p in weights]} for {list(names)}, "
+                              f"but this layer has units={units}.",
+                              hint="were these params made by init of the same model?")
         check_floating(x)
         check_input_shape(x, (None,) * (rank - 1) + (w.shape[0],), f"w has shape {tuple(w.shape)}")
         y = x @ as_compute(w, x)
