@@ -1,9 +1,10 @@
 """Each fast lowering against the reference lowering of the same layer: values and gradients.
 
 Max pooling must agree bitwise, ties included (the gradient of a window goes to its first maximal
-element in row-major window order, as ``lax.reduce_window``'s gradient does); average pooling
-and (transposed) convolutions compute the same sums in another order and agree to float
-rounding. Both lowerings are also checked against an independent NumPy statement of the tie rule.
+element in row-major window order, as ``lax.reduce_window``'s gradient does), and so must a
+convolution's values and input gradient; average pooling, a convolution's kernel gradient and
+transposed convolutions compute the same sums in another order and agree to float rounding.
+Both lowerings are also checked against an independent NumPy statement of the tie rule.
 """
 
 from __future__ import annotations
@@ -178,10 +179,35 @@ def test_conv_fast_lowering_matches_reference(make, shape):
         scale = float(jnp.max(jnp.abs(b))) or 1.0
         np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, rtol=0, atol=2e-6)
 
-    close(y1, y0)
-    close(t1, t0)
-    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0), strict=True):
+    if make("fast").kind.startswith("ConvTranspose"):
+        close(y1, y0)
+        close(t1, t0)
+        close(g1[1], g0[1])
+    else:  # the reference convolution computes the values and the input's gradient
+        np.testing.assert_array_equal(y1, y0)
+        np.testing.assert_array_equal(t1, t0)
+        np.testing.assert_array_equal(g1[1], g0[1])
+    for a, b in zip(jax.tree.leaves(g1[0]), jax.tree.leaves(g0[0]), strict=True):
         close(a, b)
+
+
+def test_conv_fast_lowering_second_derivatives():
+    shape = (2, 6, 5, 2)
+    x = jnp.asarray(np.random.default_rng(4).standard_normal(shape), jnp.float32)
+    results = []
+    for lowering in ("reference", "fast"):
+        layer = fn.Conv2D(3, 3, strides=(2, 1), padding="SAME", lowering=lowering)
+        _, params, state = layer.init(jax.random.key(0), shape)
+
+        def loss(p, xx, layer=layer, state=state):
+            return jnp.sum(jnp.tanh(layer.apply(p, state, xx)[0]))
+
+        direction = jax.tree.map(jnp.ones_like, params)
+        hvp = jax.jvp(lambda p: jax.grad(loss)(p, x), (params,), (direction,))[1]
+        mixed = jax.grad(lambda xx: jnp.sum(jax.grad(loss)(params, xx)["w"] ** 2))(x)
+        results.append((hvp, mixed))
+    for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[0]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_fast_lowering_keeps_bfloat16():
@@ -194,28 +220,39 @@ def test_conv_fast_lowering_keeps_bfloat16():
         assert y.dtype == jnp.bfloat16
 
 
-def _primitives(layer, shape):
+def _count(layer, shape, wrt_input=True):
+    """How often each primitive of interest occurs in the jaxpr of the layer's gradient."""
     _, params, state = layer.init(jax.random.key(0), shape)
-    grad = jax.grad(lambda p, xx: jnp.sum(layer.apply(p, state, xx)[0]), argnums=(0, 1))
-    jaxpr = jax.make_jaxpr(grad)(params, jnp.ones(shape, jnp.float32))
-    text = str(jaxpr)
-    return {name for name in ("reduce_window", "conv_general_dilated", "select_and_scatter_add",
-                              "select_and_gather_add") if name in text}
+    argnums = (0, 1) if wrt_input else 0
+    grad = jax.grad(lambda p, xx: jnp.sum(layer.apply(p, state, xx)[0]), argnums=argnums)
+    text = str(jax.make_jaxpr(grad)(params, jnp.ones(shape, jnp.float32)))
+    names = ("reduce_window", "select_and_scatter_add", "select_and_gather_add",
+             "conv_general_dilated", "dot_general")
+    return {name: text.count(name + "[") for name in names}
 
 
 def test_auto_follows_the_backend_and_reference_is_kept():
     assert use_fast("fast") and not use_fast("reference")
     assert use_fast("auto") == (jax.default_backend() == "cpu")
     shape = (2, 8, 8, 3)
-    reference = _primitives(fn.MaxPool2D(2, lowering="reference"), shape)
-    assert reference & {"reduce_window", "select_and_gather_add"}
-    assert not _primitives(fn.MaxPool2D(2, lowering="fast"), shape)
-    assert _primitives(fn.MaxPool2D(3, strides=1, lowering="fast"), shape)  # overlapping: reference
-    assert _primitives(fn.Conv2D(4, 3, lowering="reference"), shape) == {"conv_general_dilated"}
-    assert not _primitives(fn.Conv2D(4, 3, lowering="fast"), shape)
-    if jax.default_backend() == "cpu":
-        assert not _primitives(fn.Conv2D(4, 3), shape)
-        assert not _primitives(fn.MaxPool2D(2), shape)
+    windows = ("reduce_window", "select_and_scatter_add", "select_and_gather_add")
+    reference = _count(fn.MaxPool2D(2, lowering="reference"), shape)
+    assert any(reference[name] for name in windows)
+    assert not any(_count(fn.MaxPool2D(2, lowering="fast"), shape)[name] for name in windows)
+    overlapping = _count(fn.MaxPool2D(3, strides=1, lowering="fast"), shape)
+    assert any(overlapping[name] for name in windows)  # the fast lowering does not apply
+    # Kernel gradient: a convolution in the reference lowering, matrix products in the fast one.
+    reference = _count(fn.Conv2D(4, 3, lowering="reference"), shape, wrt_input=False)
+    fast = _count(fn.Conv2D(4, 3, lowering="fast"), shape, wrt_input=False)
+    assert (reference["conv_general_dilated"], reference["dot_general"]) == (2, 0)
+    assert fast["conv_general_dilated"] == 1 and fast["dot_general"] >= 1
+    transposed = _count(fn.ConvTranspose2D(4, 3, strides=2, lowering="fast"), shape)
+    assert transposed["conv_general_dilated"] == 0
+    auto = {"conv": _count(fn.Conv2D(4, 3), shape, wrt_input=False),
+            "pool": _count(fn.MaxPool2D(2), shape)}
+    expected_fast = jax.default_backend() == "cpu"
+    assert (auto["conv"]["conv_general_dilated"] == 1) == expected_fast
+    assert (not any(auto["pool"][name] for name in windows)) == expected_fast
 
 
 def test_lowering_is_checked_and_not_part_of_the_architecture():
