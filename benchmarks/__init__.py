@@ -1,0 +1,1 @@
+"""funcnet's benchmarks: ``python benchmarks/run.py`` (see ``docs/benchmarks.md``)."""

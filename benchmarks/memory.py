@@ -1,0 +1,82 @@
+"""Peak memory of one contender, measured in a process of its own.
+
+XLA's buffers live outside Python's allocator (``tracemalloc`` cannot see them), so memory is the
+process's resident set: ``peak_rss_mib`` is the peak resident set size of a fresh process that
+imports the contender's library, makes the benchmark's data, starts the contender and runs some
+steps (``ru_maxrss``); ``training_mib`` is that peak less the resident size just before the
+contender was started (after the imports and the data), which is what building and training the
+network added. Run as ``python benchmarks/memory.py --model cnn --contender "funcnet step"``;
+prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Modules a contender imports only when it starts; imported before the baseline is taken.
+PRELOAD = {"Flax linen": ("flax.linen",), "Flax NNX": ("flax.nnx",), "Equinox": ("equinox",),
+           "Haiku": ("haiku",), "PyTorch eager": ("torch",), "PyTorch eager (1 thread)": ("torch",)}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(model: str, contender: str, steps: int, smoke: bool) -> dict:
+    """In this process: start ``contender`` on ``model`` and run ``steps`` steps."""
+    from benchmarks import contenders as cont
+    from benchmarks.specs import MODELS, SMOKE_MODELS, random_data
+
+    spec = (SMOKE_MODELS if smoke else MODELS)[model]
+    x, y = random_data(spec, steps)
+    runner = cont.make(contender, spec, x, y)
+    for module in ("jax", "optax", *PRELOAD.get(contender, ())):  # imports are not training
+        importlib.import_module(module)
+    before = _rss_mib()
+    runner.start()
+    runner.run(steps)
+    peak = _peak_mib()
+    return {"peak_rss_mib": round(peak, 1), "training_mib": round(peak - before, 1)}
+
+
+def in_subprocess(model: str, contender: str, steps: int, smoke: bool,
+                  timeout: float = 900) -> dict | None:
+    """:func:`measure` in a fresh Python process; None (with the error) if it failed."""
+    command = [sys.executable, os.path.abspath(__file__), "--model", model, "--contender", contender,
+               "--steps", str(steps)] + (["--smoke"] if smoke else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--contender", required=True)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, ROOT)
+    print(json.dumps(measure(args.model, args.contender, args.steps, args.smoke)))
+
+
+if __name__ == "__main__":
+    main()

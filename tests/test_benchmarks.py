@@ -1,0 +1,39 @@
+"""The benchmark harness runs end to end at a tiny size (so that it cannot rot unnoticed).
+
+Only funcnet and the hand-written JAX step take part (peer libraries are optional); the figures
+are not checked, only that every benchmark produced them, that training moved the loss, that no
+timed step recompiled, and that the report renders.
+"""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks import run
+
+
+def test_benchmark_harness_runs_at_a_tiny_size(capsys):
+    results = run.main(["--smoke", "--only", "step,epoch,modes", "--models", "mlp_small,cnn",
+                        "--contenders", "funcnet step,funcnet fit,hand-written JAX"])
+    printed = capsys.readouterr().out
+
+    step = results["step"]
+    assert set(step) == {"mlp_small", "cnn"}
+    for model in step.values():
+        assert set(model["results"]) == {"funcnet step", "funcnet fit", "hand-written JAX"}
+        for result in model["results"].values():
+            assert result["steps_per_s"] > 0 and result["first_step_s"] > 0
+            assert result["compiles_while_timed"] == 0
+            assert math.isfinite(result["final_loss"])
+        assert model["results"]["hand-written JAX"]["ratio_to_hand_jax"] == 1.0
+
+    epoch = results["epoch"]["results"]
+    assert "hand-written lax.scan epoch" in epoch and "funcnet fit (mode auto)" in epoch
+    assert not any(name.startswith("PyTorch") for name in epoch)
+    assert all(r["epoch_s"] > 0 and r["compiles_while_timed"] == 0 for r in epoch.values())
+    modes = results["modes"]
+    assert set(modes) == {"mlp_small", "cnn"}
+    assert all(r["epoch_s"] > 0 for m in modes.values() for r in m["results"].values())
+
+    assert "### Training step, side by side" in printed and "| funcnet fit |" in printed
+    assert "### fit's modes" in printed
