@@ -56,8 +56,8 @@ def measure(model: str, contender: str, steps: int, smoke: bool) -> dict:
 def in_subprocess(model: str, contender: str, steps: int, smoke: bool,
                   timeout: float = 900) -> dict | None:
     """:func:`measure` in a fresh Python process; None (with the error) if it failed."""
-    command = [sys.executable, os.path.abspath(__file__), "--model", model, "--contender", contender,
-               "--steps", str(steps)] + (["--smoke"] if smoke else [])
+    command = [sys.executable, os.path.abspath(__file__), "--model", model,
+               "--contender", contender, "--steps", str(steps)] + (["--smoke"] if smoke else [])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:

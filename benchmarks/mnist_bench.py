@@ -30,11 +30,11 @@ NEEDS = {"funcnet": (), "torch": ("torch",), "torch-1-thread": ("torch",),
          "keras": ("keras", "tensorflow")}
 
 
-def prepare(mnist_dir: str, cache: str) -> None:
+def prepare(mnist_dir: str, cache: str | None) -> None:
     """Prepares MNIST into ``cache`` (once; later calls only read it), in a separate process."""
     code = ("from funcnet import data; import sys; "
-            "data.load('mnist', manual_dir=sys.argv[1], data_dir=sys.argv[2])")
-    subprocess.run([sys.executable, "-c", code, mnist_dir, cache], check=True, cwd=ROOT,
+            "data.load('mnist', manual_dir=sys.argv[1], data_dir=sys.argv[2] or None)")
+    subprocess.run([sys.executable, "-c", code, mnist_dir, cache or ""], check=True, cwd=ROOT,
                    capture_output=True, text=True)
 
 
@@ -45,7 +45,8 @@ def run_recipe(recipe: str, args: Any, log: Callable[[str], None]) -> dict[str, 
         name, extra = "torch", ["--threads", "1"]
     t0 = time.time()
     command = [sys.executable, os.path.join(HERE, "mnist_recipes.py"), name, "--t0", repr(t0),
-               "--mnist-dir", args.mnist_dir, "--cache", args.mnist_cache,
+               "--mnist-dir", args.mnist_dir,
+               *(["--cache", args.mnist_cache] if args.mnist_cache else []),
                "--target", str(args.mnist_target), "--budget", str(args.mnist_budget),
                "--max-epochs", str(args.mnist_max_epochs),
                "--train-size", str(args.mnist_train_size), *extra]

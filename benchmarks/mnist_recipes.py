@@ -1,6 +1,6 @@
 """One MNIST training recipe, run in a process of its own until it reaches the target accuracy.
 
-    python benchmarks/mnist_recipes.py funcnet --t0 $(date +%s.%N) --mnist-dir DIR --cache DIR
+    python benchmarks/mnist_recipes.py funcnet --t0 $(date +%s.%N) --mnist-dir DIR [--cache DIR]
 
 Prints one JSON line per event: ``data`` (the data set is loaded), ``epoch`` (test accuracy after
 an epoch) and ``done``; ``elapsed`` is seconds since ``--t0``, the wall-clock time at which the
@@ -62,7 +62,8 @@ def run_funcnet(args: argparse.Namespace) -> None:
     recipe = FUNCNET_RECIPE
     layers: list[fn.Layer] = []
     for filters in recipe["filters"]:
-        layers += [fn.Conv2D(filters, 3, use_bias=False), fn.BatchNorm(), fn.Relu(), fn.MaxPool2D(2)]
+        layers += [fn.Conv2D(filters, 3, use_bias=False), fn.BatchNorm(), fn.Relu(),
+                   fn.MaxPool2D(2)]
     layers.append(fn.Flatten())
     if recipe["dense"]:
         layers.append(fn.Dense(recipe["dense"], activation="relu"))
@@ -112,7 +113,8 @@ def run_torch(args: argparse.Namespace) -> None:
             optimizer.step()
         model.eval()
         with torch.no_grad():
-            predicted = torch.cat([model(tx[i:i + 1000]).argmax(1) for i in range(0, len(tx), 1000)])
+            predicted = torch.cat([model(tx[i:i + 1000]).argmax(1)
+                                   for i in range(0, len(tx), 1000)])
         accuracy = float((predicted.numpy() == test.y).mean())
         emit("epoch", args.t0, epoch=epoch + 1, accuracy=accuracy)
         if accuracy >= args.target or time.time() - args.t0 > args.budget:
@@ -142,7 +144,8 @@ def run_keras(args: argparse.Namespace) -> None:
             if accuracy >= args.target or time.time() - args.t0 > args.budget:
                 self.model.stop_training = True
 
-    model.fit(train.x, train.y, batch_size=32, epochs=args.max_epochs, verbose=0, callbacks=[Check()])
+    model.fit(train.x, train.y, batch_size=32, epochs=args.max_epochs, verbose=0,
+              callbacks=[Check()])
 
 
 RECIPES = {"funcnet": run_funcnet, "torch": run_torch, "keras": run_keras}
@@ -153,7 +156,7 @@ def main() -> None:
     parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--t0", type=float, default=None, help="the parent's time.time() at launch")
     parser.add_argument("--mnist-dir", required=True)
-    parser.add_argument("--cache", required=True)
+    parser.add_argument("--cache", default=None, help="TFDS data_dir (default: TFDS's)")
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--budget", type=float, default=600)
     parser.add_argument("--max-epochs", type=int, default=10)

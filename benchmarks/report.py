@@ -38,7 +38,8 @@ def step_tables(step: dict) -> str:
             memory = r.get("memory") or {}
             peak = memory.get("peak_rss_mib")
             train = memory.get("training_mib")
-            mem_text = f"{peak:.0f} ({train:+.0f})" if peak is not None else memory.get("error", "–")
+            mem_text = (f"{peak:.0f} ({train:+.0f})" if peak is not None
+                        else memory.get("error", "–"))
             rows.append([name, _f(r["steps_per_s"]), _f(r.get("ratio_to_hand_jax")),
                          _f(r["first_step_s"], 1), mem_text, str(r["compiles_while_timed"]),
                          _f(r["final_loss"], 3)])

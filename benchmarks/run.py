@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"benchmarks to run, comma-separated, of {','.join(BENCHMARKS)}")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny networks, few steps and rounds, no memory processes: checks that "
-                             "the harness runs")
+                        help="tiny networks, few steps and rounds, no memory processes: "
+                             "checks that the harness runs")
     parser.add_argument("--models", default="mlp,cnn,mlp_small", help="networks for step and modes")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
                         help="step-benchmark contenders, comma-separated")
@@ -59,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "mlp_small 1875)")
     parser.add_argument("--mnist-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"),
                         help="folder with the four original MNIST files")
-    parser.add_argument("--mnist-cache", default=os.path.join(ROOT, ".cache", "tfds"),
-                        help="TFDS data_dir where MNIST is prepared once (not timed)")
+    parser.add_argument("--mnist-cache", default=None,
+                        help="TFDS data_dir where MNIST is prepared once, not timed (default: "
+                             "TFDS's, ~/tensorflow_datasets)")
     parser.add_argument("--mnist-recipes", default="funcnet,torch,torch-1-thread,keras")
     parser.add_argument("--mnist-target", type=float, default=0.99)
     parser.add_argument("--mnist-budget", type=float, default=600,
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mnist-train-size", type=int, default=0,
                         help="train on the first N examples only (0: all; a reduced run)")
     parser.add_argument("--out", help="also write the results as JSON to this file")
+    smoke, _ = parser.parse_known_args(argv)
+    if smoke.smoke:  # tiny sizes by default; flags given explicitly still win
+        parser.set_defaults(repeats=2, epoch_repeats=2, epoch_steps=20, no_memory=True)
     args = parser.parse_args(argv)
     args.only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -88,8 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.steps = {"mlp": 3, "cnn": 3, "mlp_small": 5}
         args.modes_steps = {"mlp": 4, "cnn": 4, "mlp_small": 8}
-        args.repeats, args.epoch_repeats, args.epoch_steps = 2, 2, 20
-        args.no_memory = True
     return args
 
 
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     specs = SMOKE_MODELS if args.smoke else MODELS
     models = {name: specs[name] for name in args.models}
-    results: dict = {"machine": machine(), "smoke": args.smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results: dict = {"machine": machine(), "smoke": args.smoke,
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     log(report.machine_text(results["machine"]))
     if "step" in args.only:
         from benchmarks import step_bench

@@ -22,7 +22,8 @@ BASELINE = "hand-written JAX"
 
 
 def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeats: int,
-        log: Callable[[str], None], memory: Callable[[str, str], dict | None] | None = None) -> dict:
+        log: Callable[[str], None],
+        memory: Callable[[str, str], dict | None] | None = None) -> dict:
     """The step benchmark for each network of ``models``.
 
     Args:
@@ -82,7 +83,8 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
                 result["ratio_to_hand_jax"] = ratio(rates[name], rates[BASELINE])
             if memory is not None:
                 result["memory"] = memory(model_name, name)
-            log(f"{name:18s} {rate:8.2f} steps/s  x{result.get('ratio_to_hand_jax', math.nan):5.2f} "
+            vs_hand = result.get("ratio_to_hand_jax", math.nan)
+            log(f"{name:18s} {rate:8.2f} steps/s  x{vs_hand:5.2f} "
                 f"of hand-written JAX  first step {result['first_step_s']:6.2f} s  "
                 f"loss {result['final_loss']:.3f}  compiles while timed {compiles[name]}")
         report[model_name] = {"title": spec.title, "batch": spec.batch, "steps_per_block": n,

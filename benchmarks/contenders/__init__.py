@@ -21,6 +21,7 @@ from benchmarks.specs import Spec
 CONTENDERS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "funcnet step": ((), "funcnet_runners", "FuncnetStep"),
     "funcnet step (no guard)": ((), "funcnet_runners", "FuncnetStepNoGuard"),
+    "funcnet step (reference lowering)": ((), "funcnet_runners", "FuncnetStepReference"),
     "funcnet fit": ((), "funcnet_runners", "FuncnetFit"),
     "hand-written JAX": ((), "jax_peers", "HandJax"),
     "Flax linen": (("flax",), "jax_peers", "FlaxLinen"),

@@ -46,7 +46,8 @@ class HandScanEpoch(Runner):
     def run(self, steps: int) -> None:
         if steps != self.batches:
             raise ValueError(f"one call is one epoch of {self.batches} steps, asked {steps}")
-        params, opt_state, self.last_loss = self.epoch(*self.carry, *self.data, jax.random.key(self.count))
+        key = jax.random.key(self.count)
+        params, opt_state, self.last_loss = self.epoch(*self.carry, *self.data, key)
         self.carry = (params, opt_state)
         self.count += 1
         jax.block_until_ready(self.last_loss)

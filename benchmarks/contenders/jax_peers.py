@@ -93,7 +93,10 @@ def hand_step(spec: Spec, tx: optax.GradientTransformation):
     opt_state, loss)``."""
 
     def step(params: dict, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple:
-        loss, grads = jax.value_and_grad(lambda p: cross_entropy(hand_forward(spec, p, x), y))(params)
+        def loss_fn(p: dict) -> jax.Array:
+            return cross_entropy(hand_forward(spec, p, x), y)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
