@@ -7,9 +7,11 @@
   stopped early: fit after 2 epochs (checkpointed by CheckpointCallback), the loop after
   ``stop_at_step`` steps, possibly in the middle of an epoch (CheckpointManager, with the data
   position in the metadata);
-* ``resume`` (a new process): continues both from their latest checkpoints, then runs the
-  negative controls: the same resume with a fresh optimizer state (fit and loop), and with a
-  re-seeded key (loop).
+* ``crash``: fit checkpointed every ``stop_at_step`` steps by CheckpointCallback, the process
+  killed (``os._exit``) right after the first checkpoint, in the middle of an epoch;
+* ``resume`` (a new process): continues all three from their latest checkpoints, then runs the
+  negative controls: the same resume with a fresh optimizer state (fit and loop), with a
+  re-seeded key (loop), and from the start of the interrupted epoch (the crashed fit).
 
 No persistent compilation cache is used: every process compiles its own code.
 """
@@ -17,6 +19,7 @@ No persistent compilation cache is used: every process compiles its own code.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -39,6 +42,7 @@ N, FEATURES, CLASSES, EPOCHS = 96, 8, 3, 4
 LOSS, OPTIMIZER, LR = "sparse_categorical_crossentropy", "adam", 1e-2
 FIT_BATCH, LOOP_BATCH, LOOP_STEPS = 20, 16, 20  # fit: 5 batches an epoch, the last one padded; loop: 6
 SEED_KEY = 7
+CRASH_EXIT_CODE = 17
 
 
 def data():
@@ -67,12 +71,12 @@ def initial():
     return MODEL, params, state
 
 
-def run_fit(directory, *, epochs, resume=None, callback=None):
+def run_fit(directory, *, epochs, resume=None, callback=None, callbacks=()):
     m, params, state = initial()
     x, y = data()
     result = fit(m, None if resume else params, None if resume else state, x, y, loss=LOSS, optimizer=OPTIMIZER,
                  learning_rate=LR, epochs=epochs, batch_size=FIT_BATCH, key=None if resume else jax.random.key(SEED_KEY),
-                 resume=resume, callbacks=[callback] if callback else [], verbose=0)
+                 resume=resume, callbacks=[callback] if callback else list(callbacks), verbose=0)
     return result
 
 
@@ -116,6 +120,16 @@ def run_loop(start=None, stop_at=LOOP_STEPS, manager=None):
     return params, losses
 
 
+class Crash(fn.training.Callback):
+    """Kills the process at once, as a power cut would, after the checkpoint of the same step."""
+
+    def __init__(self, every_steps):
+        self.every_steps = every_steps
+
+    def on_step_end(self, step, train_state):
+        os._exit(CRASH_EXIT_CODE)
+
+
 def save_result(directory, name, params, losses):
     ck.save(os.path.join(directory, name), {"params": params}, metadata={"losses": losses}, overwrite=True)
 
@@ -128,7 +142,23 @@ def main(part, directory, stop_at=None):
         run_fit(directory, epochs=2, callback=ck.CheckpointCallback(os.path.join(directory, "fit_ckpts"),
                                                                       model=model(), input_shape=(None, FEATURES)))
         run_loop(stop_at=int(stop_at), manager=ck.CheckpointManager(os.path.join(directory, "loop_ckpts")))
+    elif part == "crash":
+        every = int(stop_at)
+        saver = ck.CheckpointCallback(os.path.join(directory, "crash_ckpts"), every_steps=every, every_epochs=None,
+                                      model=model(), input_shape=(None, FEATURES))
+        run_fit(directory, epochs=EPOCHS, callbacks=[saver, Crash(every)])
+        raise SystemExit("the crash callback did not run")
     elif part == "resume":
+        for name, change in (("resumed", lambda t: t),
+                             ("restarted", lambda t: t._replace(batch=0, epoch_metrics=None))):
+            copy = os.path.join(directory, f"crash_{name}_ckpts")  # each run continues its own copy
+            shutil.copytree(os.path.join(directory, "crash_ckpts"), copy)
+            callback = ck.CheckpointCallback(copy, every_epochs=None, every_steps=1000)
+            train_state = callback.restore_latest()
+            assert train_state.batch > 0, train_state  # the middle of an epoch
+            run_fit(directory, epochs=EPOCHS, resume=change(train_state), callbacks=[callback])
+            save_result(directory, f"crash_{name}", callback.manager.restore_latest().tree.params,
+                        callback.history["loss"])
         callback = ck.CheckpointCallback(os.path.join(directory, "fit_ckpts"))
         train_state = callback.restore_latest()
         assert train_state is not None and train_state.epoch == 2, train_state

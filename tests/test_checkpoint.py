@@ -76,7 +76,7 @@ def test_round_trip_into_like_concrete_or_abstract(tmp_path):
     assert not leaves_equal(other, tree)
     assert leaves_equal(ck.restore(tmp_path / "c", like=other).tree, tree)
     abstract = jax.eval_shape(lambda: other)
-    abstract = abstract._replace(step=0, epoch=0)  # Python ints stay Python ints
+    abstract = abstract._replace(step=0, epoch=0, batch=0)  # Python ints stay Python ints
     assert leaves_equal(ck.restore(tmp_path / "c", like=abstract).tree, tree)
 
 
@@ -406,5 +406,5 @@ def test_checkpoint_callback_saves_every_n_epochs_and_the_last(tmp_path):
     again = ck.CheckpointCallback(tmp_path)
     resumed = again.restore_latest()
     assert resumed.epoch == 3 and again.history["loss"] == result.history["loss"]
-    with pytest.raises(ValueError, match=r"`every_epochs` must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"`every_epochs` must be a positive integer or None, got 0"):
         ck.CheckpointCallback(tmp_path, every_epochs=0)

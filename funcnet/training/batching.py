@@ -93,9 +93,10 @@ def gather(tree: Any, indices: Array) -> Any:
     return jax.tree.map(lambda a: a.at[indices].get(mode="promise_in_bounds"), tree)
 
 
-def host_batches(data: tuple, order: np.ndarray, n: int, weights_needed: bool,
+def host_batches(data: tuple, order: np.ndarray, n: int, weights_needed: bool, start: int = 0,
                  prefetch: int = 2) -> Iterator[tuple]:
-    """Yields device batches ``(x, y, weights or None)`` gathered on the host in ``order``'s rows.
+    """Yields device batches ``(x, y, weights or None)`` gathered on the host in ``order``'s rows,
+    from row ``start``.
 
     Copies to the device run ``prefetch`` batches ahead (``jax.device_put`` is asynchronous), so
     the next batch moves while the current step runs.
@@ -114,7 +115,7 @@ def host_batches(data: tuple, order: np.ndarray, n: int, weights_needed: bool,
         return jax.device_put((xb, yb, weights))
 
     queue: collections.deque = collections.deque()
-    for row in range(order.shape[0]):
+    for row in range(start, order.shape[0]):
         queue.append(make(row))
         if len(queue) > prefetch:
             yield queue.popleft()

@@ -1,7 +1,9 @@
 """Callbacks: code that ``fit`` runs at the start, after every epoch and at the end.
 
 A callback subclasses :class:`Callback` and overrides what it needs; a plain function
-``fn(epoch, logs, train_state)`` works too (it is wrapped in :class:`EpochHook`).
+``fn(epoch, logs, train_state)`` works too (it is wrapped in :class:`EpochHook`). A callback that
+sets ``every_steps`` is also called in the middle of epochs (``fit`` then pauses its compiled loop
+at those steps: in ``"scan"`` mode, each pause ends one compiled call).
 
 The arrays in the :class:`~funcnet.training.TrainState` a callback receives are donated to the
 next epoch's compiled step: to keep them, copy them (``jax.tree.map(jnp.copy, tree)``) or bring
@@ -27,17 +29,30 @@ _HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall")
 
 
 class Callback:
-    """Base class of callbacks; every method does nothing unless overridden."""
+    """Base class of callbacks; every method does nothing unless overridden.
+
+    Attributes:
+        every_steps: call :meth:`on_step_end` after every this many optimisation steps (counted
+            from the start of training, so a resumed run keeps the schedule); None: never.
+    """
+
+    every_steps: int | None = None
 
     def on_train_begin(self, train_state: TrainState) -> None:
         """Called once before the first epoch."""
+
+    def on_step_end(self, step: int, train_state: TrainState) -> bool | None:
+        """Called in the middle of an epoch once ``step`` steps are done, when ``every_steps``
+        divides ``step``, with the mid-epoch TrainState (``batch > 0``); a step that ends an epoch
+        is reported by :meth:`on_epoch_end` instead. Return True to stop training there."""
 
     def on_epoch_end(self, epoch: int, logs: Logs, train_state: TrainState) -> bool | None:
         """Called after each epoch (``epoch`` counts from 0) with its logs (``"loss"``,
         ``"val_loss"``, metrics, ...). Return True to stop training after this epoch."""
 
     def on_train_end(self, train_state: TrainState) -> TrainState | None:
-        """Called once at the end; may return a TrainState to replace what ``fit`` returns."""
+        """Called once at the end with the state training reached; may return a TrainState to
+        replace what ``fit`` returns."""
 
 
 class EpochHook(Callback):
@@ -168,6 +183,10 @@ def as_callbacks(callbacks: Any) -> list[Callback]:
     result = []
     for cb in callbacks:
         if isinstance(cb, Callback):
+            every = cb.every_steps
+            if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+                raise ValueError(f"{type(cb).__name__}: `every_steps` must be a positive integer or None, "
+                                 f"got {every!r}.")
             result.append(cb)
         elif callable(cb):
             result.append(EpochHook(cb))

@@ -31,9 +31,10 @@ from funcnet.training.evaluate import (
     metric_threshold,
     output_struct,
 )
+from funcnet.training.epoch import device_scan, device_steps, host_steps, progress_chunk, run_epoch, stop_rows
 from funcnet.training.loops import Batches, Carry, TrainLoop
 from funcnet.training.optimizers import FreezeSpec, Schedule, learning_rate_of
-from funcnet.training.progress import REFRESH_SECONDS, Progress
+from funcnet.training.progress import Progress
 from funcnet.training.state import FitResult, NonFiniteError, TrainState
 from funcnet.training.step import build_program
 
@@ -141,7 +142,8 @@ def fit(
             does not change the result).
         sample_weight: per-example weights ``(N,)`` for the loss and metrics.
         callbacks: :class:`funcnet.training.Callback` objects or functions
-            ``(epoch, logs, train_state) -> stop?``.
+            ``(epoch, logs, train_state) -> stop?``; those with ``every_steps`` are also called
+            in the middle of epochs (``CheckpointCallback(every_steps=...)``).
         verbose: 0 silent, 1 a progress bar per epoch (loss, metrics, examples per second), 2
             one line per epoch.
         shuffle: reshuffle the examples every epoch.
@@ -151,8 +153,8 @@ def fit(
         mode: ``"scan"`` runs ``steps_per_call`` steps (default: the whole epoch) per compiled
             call, ``"step"`` one step per call, ``"auto"`` chooses (:func:`choose_mode`).
         steps_per_call: in scan mode, steps per call (the progress bar moves between calls;
-            a shorter last call of the epoch compiles once more). By default the whole epoch,
-            or with ``verbose=1`` a divisor of the epoch's steps near a tenth of it.
+            calls of every length share one compilation). By default the whole epoch, or a
+            tenth of it with ``verbose=1``. Callbacks with ``every_steps`` split calls too.
         freeze: glob patterns over parameter paths to keep fixed (``"conv2d_*"``).
         skip_nonfinite: skip and count updates whose loss or gradients are not finite (the
             ``"skipped"`` history entry).
@@ -161,7 +163,8 @@ def fit(
             scan, or every half second in step mode).
         opt_state: the optimizer state to continue from (from an earlier fit's result).
         resume: a :class:`funcnet.training.TrainState` (saved by a callback) to continue
-            exactly from; replaces params, state, opt_state and key.
+            exactly from, at an epoch's end or in its middle; replaces params, state, opt_state
+            and key. The data, batch size, loss and metrics must be those of the first run.
         data_on_device: put the data on the device once (default: when it takes less than half
             the device's free memory; always on the CPU); else batches are copied from the
             host, one step ahead.
@@ -191,14 +194,15 @@ def fit(
         raise ValueError("pass either validation_data or validation_split, not both.")
     callbacks = as_callbacks(callbacks)
 
-    step, start_epoch = 0, 0
+    step, start_epoch, start_batch, epoch_metrics = 0, 0, 0, None
     if resume is not None:
         if not isinstance(resume, TrainState):
             raise ValueError(f"`resume` must be a funcnet TrainState, got {type(resume).__name__}.")
         if params is not None or state is not None or opt_state is not None or key is not None:
             raise ValueError("with `resume`, pass params=None and state=None and no opt_state or key: the TrainState "
                              "holds them.")
-        params, state, opt_state, step, start_epoch, key = resume
+        params, state, opt_state, step, start_epoch, key, start_batch, epoch_metrics = resume
+        step, start_epoch, start_batch = int(step), int(start_epoch), int(start_batch)
     if params is None:
         raise ValueError("`params` is None; pass the params from model.init (or `resume`).")
     state = {} if state is None else state
@@ -222,6 +226,8 @@ def fit(
         raise ValueError(f"ragged='drop' with batch_size={batch_size} drops all {n} examples; use a smaller "
                          "batch_size or ragged='pad'.")
 
+    if start_batch:
+        _check_mid_epoch(start_batch, steps, epoch_metrics, program.tracker.init(outputs))
     evaluator = None
     if validation_data is not None:
         evaluator = _validation(program, model, params, state, validation_data, validation_batch_size or
@@ -235,7 +241,7 @@ def fit(
     if opt_state is None:
         opt_state = program.tx.init(params)
     program.check_opt_state(params, opt_state)
-    params, state, opt_state = _copy((params, state, opt_state))
+    params, state, opt_state, epoch_metrics = _copy((params, state, opt_state, epoch_metrics))
 
     batches = Batches(n, batch_size, masked=(ragged == "pad" and n % batch_size != 0) or sample_weight is not None)
     loop = TrainLoop(program, batches)
@@ -256,7 +262,7 @@ def fit(
     def stop_if_bad(logs: dict, carry: Carry, *, epoch: int) -> None:
         if skip_nonfinite and int(logs["bad_run"]) >= max_bad_steps:
             progress.close()
-            bad = TrainState(carry.params, carry.state, carry.opt_state, int(carry.step), epoch, key)
+            bad = _mid_epoch(carry, epoch, key)
             raise NonFiniteError(
                 f"training stopped in epoch {epoch + 1}: {int(logs['bad_run'])} consecutive steps had a non-finite "
                 f"loss or gradient (limit max_bad_steps={max_bad_steps}). Their updates were skipped, so the "
@@ -264,26 +270,39 @@ def fit(
                 "(np.isfinite(x).all()), lower the learning rate, or clip gradients "
                 "(optax.chain(optax.clip_by_global_norm(1.0), optimizer)).", bad)
 
+    intervals = sorted({cb.every_steps for cb in callbacks if cb.every_steps})
     try:
         for epoch in range(start_epoch, epochs):
             started = time.perf_counter()
+            start = start_batch if epoch == start_epoch else 0
             progress.begin_epoch(epoch)
             order = batch_order(data_key, epoch, n, batch_size, ragged=ragged, shuffle=shuffle)
-            carry = Carry(params, state, opt_state, program.tracker.init(outputs), jnp.int32(0), jnp.int32(step))
-            refresh = functools.partial(_refresh, summarize, progress, functools.partial(stop_if_bad, epoch=epoch))
+            acc = epoch_metrics if start else program.tracker.init(outputs)
+            carry = Carry(params, state, opt_state, acc, jnp.int32(start), jnp.int32(step))
             if not on_device:
-                carry = _host_epoch(run, carry, host_batches(data, np.asarray(order), n, batches.masked), step_root,
-                                    refresh)
+                advance = host_steps(run, host_batches(data, np.asarray(order), n, batches.masked, start), step_root)
             elif mode == "step":
-                carry = _step_epoch(run, carry, data, order, step_root, steps, refresh)
+                advance = device_steps(run, data, order, step_root)
             else:
-                chunk = steps_per_call or (_progress_chunk(steps) if progress.live else steps)
-                carry = _scan_epoch(run, carry, data, order, step_root, steps, chunk,
-                                    refresh if progress.live else None)
+                advance = device_scan(run, data, order, step_root)
+            chunk = 1 if mode == "step" else steps_per_call or (progress_chunk(steps) if progress.live else steps)
+            refresh = None
+            if mode == "step" or progress.live:
+                refresh = functools.partial(_refresh, summarize, progress, functools.partial(stop_if_bad, epoch=epoch))
+
+            def on_stop(carry: Carry, row: int, epoch: int = epoch) -> bool:
+                return _step_hooks(callbacks, _mid_epoch(carry, epoch, key))
+
+            carry, stopped = run_epoch(advance, carry, start=start, steps=steps, chunk=chunk,
+                                       stops=stop_rows(step, start, steps, intervals), on_stop=on_stop,
+                                       refresh=refresh, refresh_every_call=mode == "scan")
+            if stopped:
+                train_state = _mid_epoch(carry, epoch, key)
+                break
             logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
             stop_if_bad(logs, carry, epoch=epoch)
             params, state, opt_state = carry.params, carry.state, carry.opt_state
-            step += steps
+            step += steps - start
             logs.pop("bad_run")
             if not skip_nonfinite:
                 logs.pop("skipped")
@@ -294,7 +313,7 @@ def fit(
             if rate is not None:
                 logs["learning_rate"] = rate
             logs["time"] = time.perf_counter() - started
-            logs["examples_per_second"] = steps * batch_size / trained
+            logs["examples_per_second"] = (steps - start) * batch_size / trained
             history.setdefault("epoch", []).append(epoch)
             for name, value in logs.items():
                 history.setdefault(name, []).append(value)
@@ -307,11 +326,12 @@ def fit(
                 break
     finally:
         progress.close()
-    for cb in callbacks:
+    result = train_state
+    for cb in callbacks:  # each sees the state training reached; the last replacement is returned
         replaced = cb.on_train_end(train_state)
         if replaced is not None:
-            train_state = replaced
-    return FitResult(train_state.params, train_state.state, train_state.opt_state, history)
+            result = replaced
+    return FitResult(result.params, result.state, result.opt_state, history)
 
 
 def _validation(program: Any, model: Layer, params: Params, state: State, validation_data: Any, batch_size: int,
@@ -336,41 +356,26 @@ def _refresh(summarize: Any, progress: Progress, stop_if_bad: Any, carry: Carry,
     progress.update(done, {k: v for k, v in logs.items() if k != "bad_run"})
 
 
-def _step_epoch(run: Any, carry: Carry, data: tuple, order: Any, step_root: Key, steps: int, refresh: Any) -> Carry:
-    """One compiled step per batch; the host never waits, except to refresh every half second."""
-    last = time.perf_counter()
-    for i in range(steps):
-        carry = run(carry, data, order, step_root)
-        if time.perf_counter() - last > REFRESH_SECONDS:
-            refresh(carry, i + 1)
-            last = time.perf_counter()
-    return carry
+def _mid_epoch(carry: Carry, epoch: int, key: Key) -> TrainState:
+    """The TrainState after batch ``carry.row`` of ``epoch`` (waits for the device)."""
+    return TrainState(carry.params, carry.state, carry.opt_state, int(carry.step), epoch, key, int(carry.row),
+                      carry.acc)
 
 
-def _host_epoch(run: Any, carry: Carry, batches: Any, step_root: Key, refresh: Any) -> Carry:
-    """One compiled step per batch copied from the host (the copies run ahead, see host_batches)."""
-    last = time.perf_counter()
-    for i, batch in enumerate(batches):
-        carry = run(carry, batch, step_root)
-        if time.perf_counter() - last > REFRESH_SECONDS:
-            refresh(carry, i + 1)
-            last = time.perf_counter()
-    return carry
+def _step_hooks(callbacks: list, train_state: TrainState) -> bool:
+    """Calls ``on_step_end`` of the callbacks due at this step; True if one asks to stop."""
+    stop = False
+    for cb in callbacks:
+        if cb.every_steps and train_state.step % cb.every_steps == 0:
+            stop = bool(cb.on_step_end(train_state.step, train_state)) or stop
+    return stop
 
 
-def _progress_chunk(steps: int) -> int:
-    """Steps per scan call when a progress bar is shown: a divisor of ``steps`` near a tenth of
-    it, so the bar moves about ten times an epoch without a shorter call (a second compilation);
-    the whole epoch when ``steps`` has no such divisor."""
-    divisors = [d for d in range(max(2, steps // 20), steps // 5 + 1) if steps % d == 0]
-    return min(divisors, key=lambda d: abs(d - steps / 10)) if divisors else steps
-
-
-def _scan_epoch(run: Any, carry: Carry, data: tuple, order: Any, step_root: Key, steps: int, chunk: int,
-                refresh: Any) -> Carry:
-    """``chunk`` steps per compiled call (the whole epoch by default)."""
-    for done in range(0, steps, chunk):
-        carry = run(carry, data, order, step_root, min(chunk, steps - done))
-        if refresh is not None and done + chunk < steps:
-            refresh(carry, done + chunk)
-    return carry
+def _check_mid_epoch(batch: int, steps: int, epoch_metrics: Any, fresh: dict) -> None:
+    """A mid-epoch TrainState fits this run: its batch lies inside an epoch, its running sums match."""
+    if not 0 < batch < steps:
+        raise ValueError(f"`resume` stopped after batch {batch} of an epoch, but this fit has {steps} batches an "
+                         "epoch; resume with the data and batch_size of the run that saved it.")
+    if jax.tree.structure(epoch_metrics) != jax.tree.structure(fresh):
+        raise ValueError(f"`resume` holds running sums for {sorted(epoch_metrics or {})}, but this fit tracks "
+                         f"{sorted(fresh)}; resume with the loss and metrics of the run that saved it.")

@@ -3,7 +3,7 @@
 With the data on the device, a batch is gathered inside the compiled function from the epoch's
 index matrix (see :mod:`funcnet.training.batching`), so a training step needs no host work: in
 ``"step"`` mode Python dispatches one compiled step per batch; in ``"scan"`` mode one call runs a
-whole epoch (or ``steps_per_call`` steps) as a ``jax.lax.scan``. Both run the same step body,
+whole epoch (or ``steps_per_call`` steps) as one compiled loop. Both run the same step body,
 which threads a :class:`Carry` holding the params, the optimizer state and the running metrics.
 Data that does not fit on the device is batched on the host and copied ahead of the step.
 """
@@ -91,17 +91,20 @@ class TrainLoop:
         return jax.jit(train_step_on_device, donate_argnums=0)
 
     def device_scan(self) -> Callable:
-        """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call."""
+        """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call.
+
+        ``length`` is traced, not static: calls of every length share one compilation.
+        """
         return cached(("device_scan", self), self._device_scan)
 
     def _device_scan(self) -> Callable:
-        def train_steps_scan(carry: Carry, data: tuple, order: Array, step_root: Key, length: int) -> Carry:
-            def body(c: Carry, _: None) -> tuple[Carry, None]:
-                return self.apply(c, *self.batches.take(data, order, c.row), step_root), None
+        def train_steps_scan(carry: Carry, data: tuple, order: Array, step_root: Key, length: Array) -> Carry:
+            def body(_: Array, c: Carry) -> Carry:
+                return self.apply(c, *self.batches.take(data, order, c.row), step_root)
 
-            return jax.lax.scan(body, carry, None, length=length)[0]
+            return jax.lax.fori_loop(0, length, body, carry)
 
-        return jax.jit(train_steps_scan, static_argnums=4, donate_argnums=0)
+        return jax.jit(train_steps_scan, donate_argnums=0)
 
     def host_step(self) -> Callable:
         """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""

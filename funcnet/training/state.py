@@ -12,18 +12,24 @@ __all__ = ["FitResult", "NonFiniteError", "TrainState"]
 class TrainState(NamedTuple):
     """Everything needed to continue training exactly where it stopped.
 
-    ``fit`` hands it to every callback at the end of each epoch, and resumes from one with
-    ``fit(..., resume=train_state)``: the next epoch then shuffles and draws keys exactly as the
+    ``fit`` hands it to callbacks at the end of each epoch (and every ``every_steps`` steps to
+    those that ask), and resumes from one with ``fit(..., resume=train_state)``: training then
+    goes on from batch ``batch`` of epoch ``epoch``, shuffling and drawing keys exactly as the
     uninterrupted run would have (see :mod:`funcnet.training.batching`). A checkpoint that saves
-    all six fields restores the run bit for bit.
+    all its fields restores the run bit for bit, loss history included.
 
     Attributes:
         params: the model's parameters.
         state: the model's layer state (BatchNorm statistics), ``{}`` if none.
         opt_state: the optax state (moments, step counts, the non-finite guard's counters).
         step: optimisation steps done so far (the next step's key is ``fold_in(step_root, step)``).
-        epoch: epochs completed; the next epoch to run (its batch order derives from it).
+        epoch: epochs completed: the epoch in progress, or the next to run (its batch order
+            derives from it).
         key: the key ``fit`` was given; all randomness derives from it, ``step`` and ``epoch``.
+        batch: batches of epoch ``epoch`` already done: 0 at the end of an epoch, else the
+            position in the epoch's batch order to go on from.
+        epoch_metrics: with ``batch > 0``, the running sums behind the epoch's loss and metrics
+            (so the resumed epoch reports what the uninterrupted one would); None otherwise.
     """
 
     params: Params
@@ -32,6 +38,8 @@ class TrainState(NamedTuple):
     step: int
     epoch: int
     key: Key
+    batch: int = 0
+    epoch_metrics: Any = None
 
 
 class FitResult(NamedTuple):
