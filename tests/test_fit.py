@@ -139,6 +139,20 @@ def test_training_compiles_once(caplog, mode, steps_per_call):
 
 
 
+def test_models_trained_in_turn_do_not_compile_again(caplog):
+    x, y = teacher_data(n=32)
+    models = [mlp() for _ in range(8)]  # as a comparison of models, or a sweep, trains them
+    variables = [init(m) for m in models]
+    for round_ in range(2):
+        with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+            for model, (params, state) in zip(models, variables, strict=True):
+                fit(model, params, state, x, y, loss=LOSS, batch_size=16, verbose=0)
+        if round_ == 0:
+            assert compilations(caplog, "train_steps_scan") == 8
+            caplog.clear()
+    assert not [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+
+
 def test_early_stopping_and_keep_best():
     x, y = teacher_data(n=60)
     model = mlp()

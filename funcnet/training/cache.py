@@ -15,8 +15,10 @@ from typing import Any
 
 __all__ = ["SIZE", "cached", "clear", "freeze_key"]
 
-#: How many programs (and their compiled loops) are kept.
-SIZE = 16
+#: How many entries are kept: a program and each of its compiled loops (step, scan, summary,
+#: evaluation, ...) take one each, so this keeps about a dozen models' programs, enough for a
+#: comparison of several models trained in turn without compiling any of them again.
+SIZE = 64
 
 _entries: collections.OrderedDict = collections.OrderedDict()
 
