@@ -84,25 +84,30 @@ def run_epoch(spec: Spec, steps: int, repeats: int, log: Callable[[str], None],
 
 
 def run_modes(models: dict[str, Spec], steps: dict[str, int], repeats: int,
-              log: Callable[[str], None]) -> dict[str, Any]:
+              log: Callable[[str], None], lowerings: tuple[str, ...] = ("auto",)) -> dict[str, Any]:
     """fit's ``"step"`` and ``"scan"`` modes (whole epoch, and 10 or 100 steps per call) on each
-    network, next to the hand-written step (device batches) and the hand-written scan epoch."""
+    network and layer lowering, next to the hand-written step (device batches) and the
+    hand-written scan epoch (networks without dropout)."""
     report = {}
     for name, spec in models.items():
         n = steps[name]
         log(f"\n== fit's modes on {spec.title}: epochs of {n} steps, {repeats} rounds")
-        factories: dict[str, Callable[..., Runner]] = {
-            "fit step": fit_runner("step"),
-            "fit scan (whole epoch)": fit_runner("scan"),
-            "fit scan, steps_per_call=10": fit_runner("scan", 10),
-        }
-        if n >= 200:
-            factories["fit scan, steps_per_call=100"] = fit_runner("scan", 100)
-        factories["fit auto"] = fit_runner("auto")
-        factories["hand-written step (device batches)"] = _hand_jax_epoch
-        factories["hand-written lax.scan epoch"] = HandScanEpoch
-        results = compare(factories, spec, n, repeats, "fit step", log)
-        report[name] = {"title": spec.title, "steps": n, "results": results}
+        factories: dict[str, Callable[..., Runner]] = {}
+        for lowering in lowerings:
+            suffix = "" if lowering == "auto" else f", {lowering} lowering"
+            factories[f"fit step{suffix}"] = fit_runner("step", lowering=lowering)
+            factories[f"fit scan (whole epoch){suffix}"] = fit_runner("scan", lowering=lowering)
+            factories[f"fit scan, steps_per_call=10{suffix}"] = fit_runner("scan", 10, lowering)
+            if n >= 200:
+                factories[f"fit scan, steps_per_call=100{suffix}"] = fit_runner("scan", 100,
+                                                                                lowering)
+            factories[f"fit auto{suffix}"] = fit_runner("auto", lowering=lowering)
+        if not spec.dropout:
+            factories["hand-written step (device batches)"] = _hand_jax_epoch
+            factories["hand-written lax.scan epoch"] = HandScanEpoch
+        baseline = "fit step" if "auto" in lowerings else next(iter(factories))
+        results = compare(factories, spec, n, repeats, baseline, log)
+        report[name] = {"title": spec.title, "steps": n, "baseline": baseline, "results": results}
     return report
 
 

@@ -68,7 +68,7 @@ def markdown(results: dict) -> str:
                      + epoch_table(results["epoch"], "the lax.scan epoch"))
     if "modes" in results:
         parts.append("### fit's modes\n\n" + "\n\n".join(
-            epoch_table(m, "fit step") for m in results["modes"].values()))
+            epoch_table(m, m.get("baseline", "fit step")) for m in results["modes"].values()))
     if "mnist" in results:
         rows = []
         for name, r in results["mnist"].items():

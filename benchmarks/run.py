@@ -29,7 +29,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 BENCHMARKS = ("step", "epoch", "modes", "mnist")
-DEFAULT_STEPS = {"mlp": 40, "cnn": 15, "mlp_small": 200}
+DEFAULT_STEPS = {"mlp": 40, "cnn": 15, "mlp_small": 200, "readme_cnn": 15}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny networks, few steps and rounds, no memory processes: "
                              "checks that the harness runs")
-    parser.add_argument("--models", default="mlp,cnn,mlp_small", help="networks for step and modes")
+    parser.add_argument("--models", default="mlp,cnn,mlp_small",
+                        help="networks for step and modes (also readme_cnn: the README's CNN, "
+                             "with dropout, for funcnet's contenders and modes only)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS),
                         help="step-benchmark contenders, comma-separated")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians over them)")
@@ -56,7 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epoch-repeats", type=int, default=5)
     parser.add_argument("--modes-steps", action="append", default=[], metavar="MODEL=N",
                         help="steps per epoch in the modes benchmark (defaults: mlp 120, cnn 60, "
-                             "mlp_small 1875)")
+                             "mlp_small 1875, readme_cnn 60)")
+    parser.add_argument("--modes-lowering", default="auto",
+                        help="layer lowerings for the modes benchmark, comma-separated, of "
+                             "auto,reference,fast")
     parser.add_argument("--mnist-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"),
                         help="folder with the four original MNIST files")
     parser.add_argument("--mnist-cache", default=None,
@@ -87,11 +92,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(DEFAULT_STEPS)}")
     args.steps = {**DEFAULT_STEPS, **_pairs(parser, args.steps, "--steps")}
-    args.modes_steps = {"mlp": 120, "cnn": 60, "mlp_small": 1875,
+    args.modes_steps = {"mlp": 120, "cnn": 60, "mlp_small": 1875, "readme_cnn": 60,
                         **_pairs(parser, args.modes_steps, "--modes-steps")}
+    args.modes_lowering = tuple(v.strip() for v in args.modes_lowering.split(",") if v.strip())
+    if not args.modes_lowering or set(args.modes_lowering) - {"auto", "reference", "fast"}:
+        parser.error("--modes-lowering takes a comma-separated list of auto, reference, fast")
     if args.smoke:
-        args.steps = {"mlp": 3, "cnn": 3, "mlp_small": 5}
-        args.modes_steps = {"mlp": 4, "cnn": 4, "mlp_small": 8}
+        args.steps = {"mlp": 3, "cnn": 3, "mlp_small": 5, "readme_cnn": 3}
+        args.modes_steps = {"mlp": 4, "cnn": 4, "mlp_small": 8, "readme_cnn": 4}
     return args
 
 
@@ -138,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "modes" in args.only:
         from benchmarks import epoch_bench
 
-        results["modes"] = epoch_bench.run_modes(models, args.modes_steps, args.repeats, log)
+        results["modes"] = epoch_bench.run_modes(models, args.modes_steps, args.repeats, log,
+                                                 args.modes_lowering)
     if "mnist" in args.only:
         from benchmarks import mnist_bench
 

@@ -23,6 +23,8 @@ class Spec:
         batch: examples per step.
         convs: for a CNN, ``(filters, pooled)`` per 3x3 VALID convolution; empty for an MLP.
         dense: the hidden dense layers' widths (relu), before the output layer.
+        dropout: the rate of a dropout layer before the output layer (0: none; only funcnet's
+            contenders support it).
         classes: output units.
         image: the input's spatial size and channels.
     """
@@ -32,6 +34,7 @@ class Spec:
     batch: int
     convs: tuple[tuple[int, bool], ...] = ()
     dense: tuple[int, ...] = ()
+    dropout: float = 0.0
     classes: int = 10
     image: tuple[int, int, int] = (28, 28, 1)
 
@@ -70,6 +73,10 @@ MODELS = {
     "cnn": Spec("cnn", "CNN Conv32-Pool-Conv64-Pool-Conv64-Dense64-Dense10, batch 128", 128,
                 convs=((32, True), (64, True), (64, False)), dense=(64,)),
     "mlp_small": Spec("mlp_small", "MLP 784-256-10, batch 32", 32, dense=(256,)),
+    # The README's CNN (funcnet's contenders only: it has dropout).
+    "readme_cnn": Spec("readme_cnn",
+                       "README CNN Conv32-Pool-Conv64-Pool-Dropout-Dense10, batch 128", 128,
+                       convs=((32, True), (64, True)), dropout=0.25),
 }
 
 #: The same shapes of network, tiny, for smoke tests of the harness.
@@ -78,6 +85,8 @@ SMOKE_MODELS = {
     "cnn": Spec("cnn", "CNN Conv4-Pool-Conv8-Pool-Conv8-Dense8-Dense10, batch 8 (smoke)", 8,
                 convs=((4, True), (8, True), (8, False)), dense=(8,)),
     "mlp_small": Spec("mlp_small", "MLP 784-16-10, batch 4 (smoke)", 4, dense=(16,)),
+    "readme_cnn": Spec("readme_cnn", "CNN Conv4-Pool-Conv8-Pool-Dropout-Dense10 (smoke)", 8,
+                       convs=((4, True), (8, True)), dropout=0.25),
 }
 
 

@@ -47,8 +47,9 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
         runners: dict[str, cont.Runner] = {}
         for name in names:
             missing = cont.missing_packages(name)
-            if missing:
-                results[name] = {"skipped": f"not installed: {', '.join(missing)}"}
+            if missing or (spec.dropout and not name.startswith("funcnet")):
+                reason = f"not installed: {', '.join(missing)}" if missing else "no dropout here"
+                results[name] = {"skipped": reason}
                 log(f"{name:18s} skipped ({results[name]['skipped']})")
                 continue
             runner = cont.make(name, spec, x, y)

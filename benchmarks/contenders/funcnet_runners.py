@@ -20,6 +20,8 @@ def build_model(spec: Spec, lowering: str = "auto") -> fn.Layer:
             layers.append(fn.MaxPool2D(2, lowering=lowering))
     layers.append(fn.Flatten())
     layers += [fn.Dense(units, activation="relu") for units in spec.dense]
+    if spec.dropout:
+        layers.append(fn.Dropout(spec.dropout))
     layers.append(fn.Dense(spec.classes))
     return fn.Sequential(layers)
 
@@ -46,7 +48,8 @@ class FuncnetStep(Runner):
         logs = None
         for _ in range(steps):
             batch = self.device_batches[self.step_count % self.batches]
-            params, state, opt_state, logs = self.step(params, state, opt_state, batch, None)
+            key = jax.random.key(self.step_count) if self.spec.dropout else None
+            params, state, opt_state, logs = self.step(params, state, opt_state, batch, key)
             self.step_count += 1
         self.params, self.state, self.opt_state, self.logs = params, state, opt_state, logs
         jax.block_until_ready(logs)
@@ -76,9 +79,10 @@ class FuncnetFit(Runner):
 
     mode = "auto"
     steps_per_call: int | None = None
+    lowering = "auto"
 
     def start(self) -> None:
-        self.model = build_model(self.spec)
+        self.model = build_model(self.spec, self.lowering)
         _, self.params, self.state = self.model.init(jax.random.key(0), (None, *self.spec.image))
         self.opt_state = None
         self.device_x, self.device_y = jax.device_put(self.x), jax.device_put(self.y)
@@ -104,7 +108,8 @@ class FuncnetFit(Runner):
         return float(self.history["loss"][-1])
 
 
-def fit_runner(mode: str, steps_per_call: int | None = None) -> type[FuncnetFit]:
-    """A :class:`FuncnetFit` with a given ``mode`` and ``steps_per_call``."""
-    return type(f"FuncnetFit_{mode}_{steps_per_call}", (FuncnetFit,),
-                {"mode": mode, "steps_per_call": steps_per_call})
+def fit_runner(mode: str, steps_per_call: int | None = None,
+               lowering: str = "auto") -> type[FuncnetFit]:
+    """A :class:`FuncnetFit` with a given ``mode``, ``steps_per_call`` and layer lowering."""
+    return type(f"FuncnetFit_{mode}_{steps_per_call}_{lowering}", (FuncnetFit,),
+                {"mode": mode, "steps_per_call": steps_per_call, "lowering": lowering})
