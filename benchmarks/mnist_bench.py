@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 DESCRIPTIONS = {
-    "funcnet": "funcnet: Conv16-BN-Pool-Conv32-BN-Pool-Dense10, Adam one-cycle, batch 256",
+    "funcnet": "funcnet: Conv32/2-BN-Conv64/2-BN-Dense128-Dense10, Adam one-cycle 3e-3, batch 128",
     "torch": "seed PyTorch recipe (example 4): SGD 0.01 momentum 0.9, batch 64",
     "torch-1-thread": "the same, PyTorch set to 1 thread",
     "keras": "seed Keras recipe (example 3): Adam, batch 32, TensorFlow backend",

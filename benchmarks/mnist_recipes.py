@@ -28,13 +28,15 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: funcnet's recipe: a small CNN with BatchNorm, Adam under a one-cycle schedule, batch 256.
+#: funcnet's recipe: two strided 3x3 convolutions with BatchNorm (no pooling: on XLA's CPU
+#: backend a stride-2 convolution costs about a quarter of a convolution and pooling at full
+#: resolution, for the same accuracy), Dense128, Adam under a one-cycle schedule, batch 128.
 FUNCNET_RECIPE = {
-    "filters": (16, 32),
-    "dense": 0,
-    "batch_size": 256,
-    "peak_learning_rate": 5e-3,
-    "epochs": 2,
+    "filters": (32, 64),
+    "dense": 128,
+    "batch_size": 128,
+    "peak_learning_rate": 3e-3,
+    "epochs": 4,
 }
 
 
@@ -62,8 +64,8 @@ def run_funcnet(args: argparse.Namespace) -> None:
     recipe = FUNCNET_RECIPE
     layers: list[fn.Layer] = []
     for filters in recipe["filters"]:
-        layers += [fn.Conv2D(filters, 3, use_bias=False), fn.BatchNorm(), fn.Relu(),
-                   fn.MaxPool2D(2)]
+        layers += [fn.Conv2D(filters, 3, strides=2, padding="SAME", use_bias=False),
+                   fn.BatchNorm(momentum=0.9), fn.Relu()]
     layers.append(fn.Flatten())
     if recipe["dense"]:
         layers.append(fn.Dense(recipe["dense"], activation="relu"))
