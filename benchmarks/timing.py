@@ -104,7 +104,7 @@ def machine() -> dict[str, Any]:
         pass
     versions = {}
     for package in ("jax", "jaxlib", "optax", "funcnet", "flax", "equinox", "dm-haiku", "torch",
-                    "tensorflow", "keras"):
+                    "tensorflow", "tensorflow-cpu", "keras"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 

@@ -48,12 +48,11 @@ MODES = ("auto", "step", "scan")
 def choose_mode(on_device: bool, backend: str | None = None) -> str:
     """The mode ``"auto"`` picks: ``"scan"`` whenever the data is on the device, else ``"step"``.
 
-    On accelerators the scan removes the per-step dispatch entirely. On a 2-core CPU (shared,
-    so noisy; best of five epochs) an epoch of the MLP 784-256-10 at batch 32 (1875 steps) took
-    1.93 s with the scan, 2.31 s with one call per step and 1.68 s for a hand-written
-    ``jax.lax.scan`` without the non-finite guard (1.65 s for fit's scan without it); for a small
-    CNN at batch 128 both modes took the same time (12.3 s and 12.9 s for 469 steps). Data kept on
-    the host needs the per-step loop. ``backend`` is accepted for future per-backend choices.
+    On accelerators the scan removes the per-step dispatch entirely. On a 2-core CPU it is faster
+    too (docs/benchmarks.md): an epoch of the MLP 784-256-10 at batch 32 (1875 steps) took 0.36 s
+    with the scan, 0.51 s with one call per step and 0.32-0.35 s for a hand-written
+    ``jax.lax.scan``; 60 steps of the CNN at batch 128 took 1.76 s and 2.02 s. Data kept on the
+    host needs the per-step loop. ``backend`` is accepted for future per-backend choices.
     """
     del backend
     return "scan" if on_device else "step"
