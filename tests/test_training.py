@@ -155,6 +155,9 @@ def test_optimizer_errors():
         get_optimizer("sgd", lambda step: -1.0)
     with pytest.raises(ValueError, match="apply only to optimizer names"):
         get_optimizer(optax.adam(1e-3), 0.1)
+    with pytest.raises(ValueError, match=r"optimizer 'adam' \(optax.adam\) takes no option \['donate'\]; its "
+                                         r"options are \['b1', 'b2', 'eps'"):
+        init_opt_state({"w": jnp.ones(2)}, "adam", donate=True)
 
 
 def test_loss_functions_must_give_a_scalar_and_take_weights_when_needed():

@@ -17,6 +17,7 @@ as well, and to the layer state (see :func:`guard_of`).
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -86,10 +87,15 @@ def get_optimizer(optimizer: str | optax.GradientTransformation, learning_rate: 
                          "optax.GradientTransformation.")
     learning_rate = OPTIMIZERS[optimizer] if learning_rate is None else learning_rate
     _check_learning_rate(learning_rate, optimizer)
+    constructor = optax.sgd if optimizer == "momentum" else getattr(optax, optimizer)
+    accepted = list(inspect.signature(constructor).parameters)[1:]  # after the learning rate
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"optimizer {optimizer!r} (optax.{constructor.__name__}) takes no option {unknown}; "
+                         f"its options are {accepted}.")
     if optimizer == "momentum":
         options.setdefault("momentum", 0.9)
-        return optax.sgd(learning_rate, **options)
-    return getattr(optax, optimizer)(learning_rate, **options)
+    return constructor(learning_rate, **options)
 
 
 def param_paths(params: Params) -> list[str]:
