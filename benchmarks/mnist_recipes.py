@@ -29,8 +29,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: funcnet's recipe: two strided 3x3 convolutions with BatchNorm (no pooling: on XLA's CPU
-#: backend a stride-2 convolution costs about a quarter of a convolution and pooling at full
-#: resolution, for the same accuracy), Dense128, Adam under a one-cycle schedule, batch 128.
+#: backend a stride-2 convolution costs about a quarter of a convolution followed by pooling at
+#: full resolution), Dense128, Adam under a one-cycle schedule, batch 128; 99.1% after 4 epochs.
 FUNCNET_RECIPE = {
     "filters": (32, 64),
     "dense": 128,

@@ -64,10 +64,10 @@ def host_steps(run: Callable, batches: Iterator[tuple], step_root: Key) -> Advan
 
 
 def run_epoch(advance: Advance, carry: Carry, *, start: int, steps: int, chunk: int, stops: list[int],
-              on_stop: Callable[[Carry, int], bool], refresh: Callable[[Carry, int], None] | None,
+              on_stop: Callable[[Carry], bool], refresh: Callable[[Carry, int], None] | None,
               refresh_every_call: bool) -> tuple[Carry, bool]:
     """Runs rows ``start..steps-1`` in calls of at most ``chunk`` steps (aligned to multiples of
-    ``chunk``), pausing after each row in ``stops`` for ``on_stop(carry, row)``.
+    ``chunk``), pausing after each row in ``stops`` for ``on_stop(carry)``.
 
     ``refresh(carry, row)`` updates the progress bar between calls: after every call when
     ``refresh_every_call`` (scan chunks), else at most every half second (steps dispatch
@@ -85,7 +85,7 @@ def run_epoch(advance: Advance, carry: Carry, *, start: int, steps: int, chunk: 
         row = end
         if row == next_stop and row < steps:
             next_stop = next(pending, steps)
-            if on_stop(carry, row):
+            if on_stop(carry):
                 return carry, True
         if refresh is not None and row < steps and (refresh_every_call
                                                    or time.perf_counter() - last > REFRESH_SECONDS):

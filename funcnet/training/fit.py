@@ -289,7 +289,7 @@ def fit(
             if mode == "step" or progress.live:
                 refresh = functools.partial(_refresh, summarize, progress, functools.partial(stop_if_bad, epoch=epoch))
 
-            def on_stop(carry: Carry, row: int, epoch: int = epoch) -> bool:
+            def on_stop(carry: Carry, epoch: int = epoch) -> bool:
                 return _step_hooks(callbacks, _mid_epoch(carry, epoch, key))
 
             carry, stopped = run_epoch(advance, carry, start=start, steps=steps, chunk=chunk,
