@@ -26,7 +26,7 @@ from typing import Any
 from funcnet.checkpoint.io import Restored
 from funcnet.checkpoint.manager import CheckpointManager
 from funcnet.core import Layer
-from funcnet.training.callbacks import Callback, Logs
+from funcnet.training.callbacks import Callback, Logs, check_interval
 from funcnet.training.state import TrainState
 
 
@@ -67,9 +67,8 @@ class CheckpointCallback(Callback):
     def __init__(self, directory: str | Path | CheckpointManager, *, every_epochs: int | None = 1,
                  every_steps: int | None = None, max_to_keep: int | None = 3, best_metric: str | None = None,
                  best_mode: str = "min", model: Layer | None = None, input_shape: Any = None):
-        for name, value in (("every_epochs", every_epochs), ("every_steps", every_steps)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"CheckpointCallback: `{name}` must be a positive integer or None, got {value!r}.")
+        check_interval("CheckpointCallback", "every_epochs", every_epochs)
+        check_interval("CheckpointCallback", "every_steps", every_steps)
         if every_epochs is None and every_steps is None:
             raise ValueError("CheckpointCallback: pass `every_epochs`, `every_steps` or both; with neither it would "
                              "save only at the end of training.")

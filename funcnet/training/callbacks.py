@@ -174,6 +174,12 @@ class KeepBest(Callback):
         return train_state._replace(params=params, state=state)
 
 
+def check_interval(owner: str, name: str, value: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` (an ``every_*`` argument) is a positive integer or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{owner}: `{name}` must be a positive integer or None, got {value!r}.")
+
+
 def as_callbacks(callbacks: Any) -> list[Callback]:
     """A list of Callback objects from callbacks and plain functions."""
     if callbacks is None:
@@ -183,10 +189,7 @@ def as_callbacks(callbacks: Any) -> list[Callback]:
     result = []
     for cb in callbacks:
         if isinstance(cb, Callback):
-            every = cb.every_steps
-            if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-                raise ValueError(f"{type(cb).__name__}: `every_steps` must be a positive integer or None, "
-                                 f"got {every!r}.")
+            check_interval(type(cb).__name__, "every_steps", cb.every_steps)
             result.append(cb)
         elif callable(cb):
             result.append(EpochHook(cb))

@@ -11,22 +11,24 @@ the compiled loop, so calls of any length share one compilation).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from funcnet.core import Key
 from funcnet.training.loops import Carry
 from funcnet.training.progress import REFRESH_SECONDS
 
-__all__ = ["Advance", "progress_chunk", "run_epoch", "stop_rows"]
+__all__ = ["Advance", "device_scan", "device_steps", "host_steps", "progress_chunk", "run_epoch", "stop_rows"]
 
 #: ``(carry, count) -> carry``: runs the next ``count`` steps of the epoch.
 Advance = Callable[[Carry, int], Carry]
 
 
-def stop_rows(first_step: int, start: int, steps: int, intervals: Iterable[int]) -> list[int]:
+def stop_rows(first_step: int, start: int, steps: int, intervals: Sequence[int]) -> list[int]:
     """The rows ``r`` in ``(start, steps)`` after which ``first_step - start + r`` (the steps done
     since the start of training) is a multiple of one of ``intervals``."""
+    if not intervals:
+        return []
     base = first_step - start
     return [r for r in range(start + 1, steps) if any((base + r) % k == 0 for k in intervals)]
 
