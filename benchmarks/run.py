@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                      # everything (about an hour on 2 cores)
     python benchmarks/run.py --only step --models cnn --repeats 5
-    python benchmarks/run.py --smoke              # every benchmark at a tiny size, in seconds
+    python benchmarks/run.py --smoke              # every benchmark at a tiny size, in about a minute
 
 Benchmarks (``--only``, comma-separated):
 
@@ -41,8 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"benchmarks to run, comma-separated, of {','.join(BENCHMARKS)}")
     parser.add_argument("--smoke", action="store_true",
-                        help="tiny networks, few steps and rounds, no memory processes: "
-                             "checks that the harness runs")
+                        help="tiny networks, few steps and rounds, no memory processes, one MNIST "
+                             "epoch on 2,000 images: checks that the harness runs")
     parser.add_argument("--models", default="mlp,cnn,mlp_small",
                         help="networks for step and modes (also readme_cnn: the README's CNN, "
                              "with dropout, for funcnet's contenders and modes only)")
@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", help="also write the results as JSON to this file")
     smoke, _ = parser.parse_known_args(argv)
     if smoke.smoke:  # tiny sizes by default; flags given explicitly still win
-        parser.set_defaults(repeats=2, epoch_repeats=2, epoch_steps=20, no_memory=True)
+        parser.set_defaults(repeats=2, epoch_repeats=2, epoch_steps=20, no_memory=True,
+                            mnist_train_size=2000, mnist_max_epochs=1)
     args = parser.parse_args(argv)
     args.only = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
