@@ -6,7 +6,7 @@ Some layers have two lowerings with the same results:
   ``lax.reduce_window`` for pooling.
 * ``"fast"``: formulations that XLA's CPU backend runs several times faster (measured in
   ``docs/benchmarks.md``): pooling as a reduction over a reshaped view of non-overlapping windows
-  (:mod:`funcnet.layers._windows`); convolution with its kernel gradient as matrix products with
+  (:mod:`funcnet.layers._windows`); convolution, with both its gradients, as matrix products with
   the input's patches, and transposed convolution as a matrix product followed by a scatter-add
   (:mod:`funcnet.layers._patches`).
 * ``"auto"`` (the default): ``"fast"`` when :func:`jax.default_backend` is ``"cpu"`` at trace
@@ -14,9 +14,8 @@ Some layers have two lowerings with the same results:
 
 "Same results" means: max pooling gives bitwise the same values and gradients (the gradient of a
 window goes to its first maximal element in row-major window order, as ``reduce_window``'s
-gradient does), and a convolution bitwise the same values and input gradient; average pooling, a
-convolution's kernel gradient and transposed convolutions add the same terms in another order, so
-they agree to float rounding (a few units in the last place). A layer falls back to the reference
+gradient does); average pooling and convolutions add the same terms in another order, so they
+agree to float rounding (a few units in the last place). A layer falls back to the reference
 lowering where the fast one does not apply (overlapping pooling windows, grouped convolutions).
 
 The lowering is an execution choice, not part of the architecture: it is not stored in a layer's

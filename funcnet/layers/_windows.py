@@ -73,16 +73,45 @@ def _window_max(view: Array, axes: tuple[int, ...]) -> Array:
 def _window_max_jvp(axes: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     """The derivative flows through the first maximal element of each window (row-major order)."""
     (view,), (tangent,) = primals, tangents
-    top = jnp.max(view, axis=axes, keepdims=True)
-    position = jnp.zeros((1,) * view.ndim, jnp.int32)
-    for axis in axes:  # the row-major index of each element within its window
+    top = jnp.max(view, axis=axes)
+    first = jnp.expand_dims(_first_maximum(view, top, axes), axes)
+    picked = jnp.where(_window_index(view, axes) == first, tangent, jnp.zeros((), tangent.dtype))
+    return top, jnp.sum(picked, axis=axes)
+
+
+def _window_index(view: Array, axes: tuple[int, ...]) -> Array:
+    """Each element's row-major index within its window, broadcastable against ``view``."""
+    index = jnp.zeros((1,) * view.ndim, jnp.int32)
+    for axis in axes:
         shape = [1] * view.ndim
         shape[axis] = view.shape[axis]
-        position = position * view.shape[axis] + jax.lax.broadcasted_iota(jnp.int32, shape, axis)
-    size = math.prod(view.shape[a] for a in axes)
-    first = jnp.min(jnp.where(view == top, position, size), axis=axes, keepdims=True)
-    picked = jnp.where(position == first, tangent, jnp.zeros((), tangent.dtype))
-    return jnp.squeeze(top, axes), jnp.sum(picked, axis=axes)
+        index = index * view.shape[axis] + jax.lax.broadcasted_iota(jnp.int32, shape, axis)
+    return index
+
+
+#: Windows of up to this many elements find their first maximum by comparing each element in turn.
+_UNROLLED_WINDOW = 16
+
+
+def _first_maximum(view: Array, top: Array, axes: tuple[int, ...]) -> Array:
+    """The row-major index, within its window, of each window's first element equal to ``top``.
+
+    Small windows compare their elements one by one, from the last to the first, in one
+    element-wise pass that XLA's CPU backend runs several times faster than the equivalent
+    reduction; larger windows take the minimum over a reduction.
+    """
+    sizes = [view.shape[a] for a in axes]
+    count = math.prod(sizes)
+    if count > _UNROLLED_WINDOW:
+        equal = view == jnp.expand_dims(top, axes)
+        return jnp.min(jnp.where(equal, _window_index(view, axes), count), axis=axes)
+    first = jnp.full(top.shape, count - 1, jnp.int32)
+    for k in range(count - 2, -1, -1):
+        element = [slice(None)] * view.ndim
+        for axis, i in zip(axes, np.unravel_index(k, sizes), strict=True):
+            element[axis] = int(i)
+        first = jnp.where(view[tuple(element)] == top, k, first)
+    return first
 
 
 def _counts(sizes: Sequence[int], window: Sequence[int], strides: Sequence[int], pads: Pads,

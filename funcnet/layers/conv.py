@@ -182,11 +182,11 @@ def Conv2D(  # noqa: N802
         w_init, b_init: initializers from ``jax.nn.initializers`` (Glorot uniform, zeros).
         name: this layer's name in an enclosing model.
         lowering: ``"auto"`` (the default), ``"reference"`` (``lax.conv_general_dilated`` and
-            its derivatives) or ``"fast"`` (the same values and input gradient, with the kernel
-            gradient as matrix products with the input's patches: two to four times faster on
-            XLA's CPU backend, equal to float rounding; grouped convolutions keep the
-            reference); ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is
-            ``"cpu"``. Not part of the architecture (not in ``config``).
+            its derivatives) or ``"fast"`` (the values and both gradients as matrix products
+            with the input's patches, equal to float rounding: faster on XLA's CPU backend,
+            several times so inside ``fit``'s compiled loop; grouped convolutions keep the
+            reference); ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``.
+            Not part of the architecture (not in ``config``).
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', filters)``; per axis, with ``dk = (k - 1) * dilation + 1``:
