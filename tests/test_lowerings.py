@@ -203,14 +203,19 @@ def test_conv_fast_lowering_second_derivatives(channels):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_fast_lowering_keeps_bfloat16():
-    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 6, 6, 3)), jnp.bfloat16)
-    layers = (fn.Conv2D(4, 3, lowering="fast"),
-              fn.ConvTranspose2D(4, 3, strides=2, lowering="fast"))
-    for layer in layers:
-        _, params, state = layer.init(jax.random.key(0), x.shape)
-        y, _ = layer.apply(params, state, x)
+@pytest.mark.parametrize("channels", [3, 8])
+def test_conv_fast_lowering_keeps_bfloat16(channels):
+    """bfloat16 in, bfloat16 out, summed in float32: within one rounding of the float32 result."""
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 9, 9, channels)), jnp.bfloat16)
+    for make in (fn.Conv2D, lambda *a, **k: fn.ConvTranspose2D(*a, strides=2, **k)):
+        fast, reference = make(16, 3, lowering="fast"), make(16, 3, lowering="reference")
+        _, params, state = fast.init(jax.random.key(0), x.shape)
+        y, _ = fast.apply(params, state, x)
         assert y.dtype == jnp.bfloat16
+        wide = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), params)
+        expected, _ = reference.apply(wide, state, x.astype(jnp.float32))
+        error = np.abs(np.asarray(y, np.float32) - np.asarray(expected))
+        assert error.max() <= 2.0**-8 * np.abs(np.asarray(expected)).max()
 
 
 def _count(layer, shape, wrt_input=True):

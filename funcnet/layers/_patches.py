@@ -42,9 +42,14 @@ FEW_CHANNELS = 4
 
 def _matmul_last(x: Array, w: Array) -> Array:
     """``x @ w`` over the last axis of ``x`` (any leading axes), as one 2-D matrix product (XLA's
-    CPU backend runs a 2-D product much faster than the same product with more leading axes)."""
+    CPU backend runs a 2-D product much faster than the same product with more leading axes).
+
+    The result is in at least float32, so that sums of such products lose no precision; callers
+    cast the final sum back to ``x``'s dtype.
+    """
     rows = x.reshape(-1, x.shape[-1])
-    return (rows @ w).reshape(*x.shape[:-1], w.shape[-1])
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    return jnp.matmul(rows, w, preferred_element_type=wide).reshape(*x.shape[:-1], w.shape[-1])
 
 
 def _tap_slices(x: Array, taps: Ints, strides: Ints, pads: Pads,
@@ -77,19 +82,20 @@ def _patch_product(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation:
         lead = slices[first][0][:-1]
         part = _matmul_last(patches, kernel[lead].reshape(taps[-1] * channels, features))
         y = part if y is None else y + part
-    return y
+    return y.astype(x.dtype)
 
 
 def _scaled_sum(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation: Ints) -> Array:
     """The same convolution as a sum over taps and channels of ``slice * kernel[tap, channel]``,
-    for inputs with few channels."""
+    for inputs with few channels; summed in at least float32, as a matrix product would."""
     rank = x.ndim - 2
+    wide = jnp.promote_types(x.dtype, jnp.float32)
     y = None
-    for tap, piece in _tap_slices(x, kernel.shape[:rank], strides, pads, dilation):
+    for tap, piece in _tap_slices(x.astype(wide), kernel.shape[:rank], strides, pads, dilation):
         for c in range(kernel.shape[rank]):
-            part = piece[..., c:c + 1] * kernel[(*tap, c)]
+            part = piece[..., c:c + 1] * kernel[(*tap, c)].astype(wide)
             y = part if y is None else y + part
-    return y
+    return y.astype(x.dtype)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
@@ -157,4 +163,4 @@ def conv_transpose(x: Array, w: Array, *, strides: Sequence[int], crops: Pads,
         config.append((0, 0, 0))
         placed = jax.lax.pad(products[..., index, :], zero, config)
         y = placed if y is None else y + placed
-    return y
+    return y.astype(x.dtype)
