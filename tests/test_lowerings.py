@@ -60,6 +60,7 @@ MAX_POOLS = [  # id, make, input shape, padded
     ("2d_same_stride3", _maker(fn.MaxPool2D, 2, strides=3, padding="SAME"), (3, 7, 8, 4), True),
     ("2d_rect_same", _maker(fn.MaxPool2D, (3, 2), padding="SAME"), (2, 7, 5, 3), True),
     ("3d_same", _maker(fn.MaxPool3D, (2, 1, 3), padding="SAME"), (2, 5, 3, 7, 2), True),
+    ("2d_window_of_20", _maker(fn.MaxPool2D, (5, 4), padding="SAME"), (2, 11, 9, 3), True),
 ]
 
 
@@ -157,7 +158,9 @@ CONVS = [
     ("2d_strided_dilated_same", _maker(fn.Conv2D, 8, 3, strides=2, dilation=(1, 2), padding="SAME"),
      (4, 12, 11, 3)),
     ("2d_1x1", _maker(fn.Conv2D, 6, 1), (4, 5, 5, 7)),
-    ("2d_many_channels_strided_same", _maker(fn.Conv2D, 8, 3, strides=2, padding="SAME"), (4, 9, 10, 6)),
+    ("2d_many_channels_strided_same", _maker(fn.Conv2D, 8, 3, strides=2, padding="SAME"),
+     (4, 9, 10, 6)),
+    ("1d_many_channels_dilated", _maker(fn.Conv1D, 5, 3, dilation=2, padding="SAME"), (3, 14, 6)),
     ("1d_explicit_padding", _maker(fn.Conv1D, 5, 4, padding=((2, 1),), use_bias=False), (4, 12, 3)),
     ("3d_same", _maker(fn.Conv3D, 4, (2, 3, 1), strides=(1, 2, 1), padding="SAME"),
      (2, 5, 6, 4, 3)),
@@ -203,19 +206,25 @@ def test_conv_fast_lowering_second_derivatives(channels):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("channels", [3, 8])
+@pytest.mark.parametrize("channels", [3, 16])  # the scaled-slice sum and the patch product
 def test_conv_fast_lowering_keeps_bfloat16(channels):
-    """bfloat16 in, bfloat16 out, summed in float32: within one rounding of the float32 result."""
+    """bfloat16 in, bfloat16 out, summed in float32: values and input gradients within one
+    bfloat16 rounding of the float32 results."""
     x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 9, 9, channels)), jnp.bfloat16)
     for make in (fn.Conv2D, lambda *a, **k: fn.ConvTranspose2D(*a, strides=2, **k)):
-        fast, reference = make(16, 3, lowering="fast"), make(16, 3, lowering="reference")
+        fast, reference = make(16, 5, lowering="fast"), make(16, 5, lowering="reference")
         _, params, state = fast.init(jax.random.key(0), x.shape)
-        y, _ = fast.apply(params, state, x)
-        assert y.dtype == jnp.bfloat16
         wide = jax.tree.map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), params)
-        expected, _ = reference.apply(wide, state, x.astype(jnp.float32))
-        error = np.abs(np.asarray(y, np.float32) - np.asarray(expected))
-        assert error.max() <= 2.0**-8 * np.abs(np.asarray(expected)).max()
+        y = fast.apply(params, state, x)[0]
+        assert y.dtype == jnp.bfloat16
+        probe = jnp.asarray(np.random.default_rng(4).standard_normal(y.shape), jnp.float32)
+        got = (y, jax.grad(lambda v: jnp.sum(fast.apply(params, state, v)[0] * probe))(x))
+        expected = (reference.apply(wide, state, x.astype(jnp.float32))[0],
+                    jax.grad(lambda v: jnp.sum(reference.apply(wide, state, v)[0] * probe))(
+                        x.astype(jnp.float32)))
+        for a, b in zip(got, expected, strict=True):
+            error = np.abs(np.asarray(a, np.float32) - np.asarray(b))
+            assert error.max() <= 2.0**-8 * np.abs(np.asarray(b)).max()
 
 
 def _count(layer, shape, wrt_input=True):
@@ -239,7 +248,7 @@ def test_auto_follows_the_backend_and_reference_is_kept():
     assert not any(_count(fn.MaxPool2D(2, lowering="fast"), shape)[name] for name in windows)
     overlapping = _count(fn.MaxPool2D(3, strides=1, lowering="fast"), shape)
     assert any(overlapping[name] for name in windows)  # the fast lowering does not apply
-    # Convolutions in the reference lowering, matrix products in the fast one (few channels or many).
+    # Convolutions in the reference lowering, matrix products in the fast one (any channels).
     reference = _count(fn.Conv2D(4, 3, lowering="reference"), shape, wrt_input=False)
     assert (reference["conv_general_dilated"], reference["dot_general"]) == (2, 0)
     for channels in (3, 8):

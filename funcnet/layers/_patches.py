@@ -7,9 +7,9 @@
   loop (``fit``'s whole-epoch scan) XLA's CPU backend runs ``lax.conv_general_dilated`` and its
   gradients several times more slowly than these products, and in a single step somewhat more
   slowly. With at most :data:`FEW_CHANNELS` input channels (an image's), the products would be too
-  thin to pay, and the values are a sum of the taps' slices scaled by the kernel instead. The derivatives are a
-  custom JVP, so forward and reverse mode both work; the patches are recomputed in the backward
-  pass (``jax.checkpoint``) rather than stored.
+  thin to pay, and the values are a sum of the taps' slices scaled by the kernel instead. The
+  derivatives are a custom JVP, so forward and reverse mode both work; the patches are recomputed
+  in the backward pass (``jax.checkpoint``) rather than stored.
 * :func:`conv_transpose` follows the scatter-add definition: one matrix product
   ``(N, *sizes, C) @ (C, taps * F)`` gives every tap's contribution, and each tap's slice is
   placed at ``i * stride + tap * dilation`` by an interior-padded ``lax.pad`` and summed, with no
@@ -48,8 +48,13 @@ def _matmul_last(x: Array, w: Array) -> Array:
     cast the final sum back to ``x``'s dtype.
     """
     rows = x.reshape(-1, x.shape[-1])
-    wide = jnp.promote_types(x.dtype, jnp.float32)
-    return jnp.matmul(rows, w, preferred_element_type=wide).reshape(*x.shape[:-1], w.shape[-1])
+    product = jnp.matmul(rows, w, preferred_element_type=_wide(x.dtype))
+    return product.reshape(*x.shape[:-1], w.shape[-1])
+
+
+def _wide(dtype: jnp.dtype) -> jnp.dtype:
+    """The dtype sums are computed in: ``dtype``, or float32 if it is narrower."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def _tap_slices(x: Array, taps: Ints, strides: Ints, pads: Pads,
@@ -64,7 +69,8 @@ def _tap_slices(x: Array, taps: Ints, strides: Ints, pads: Pads,
     for tap in np.ndindex(*taps):
         start = [t * d for t, d in zip(tap, dilation, strict=True)]
         limit = [b + s * (o - 1) + 1 for b, s, o in zip(start, strides, out, strict=True)]
-        yield tap, jax.lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1))
+        yield tap, jax.lax.slice(x, (0, *start, 0), (x.shape[0], *limit, x.shape[-1]),
+                                 (1, *strides, 1))
 
 
 @functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
@@ -74,7 +80,9 @@ def _patch_product(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation:
     """
     rank = x.ndim - 2
     taps, (channels, features) = kernel.shape[:rank], kernel.shape[rank:]
-    slices = list(_tap_slices(x, taps, strides, pads, dilation))
+    # In float32 (at least) from the start, so that the input gradient, the transpose of these
+    # slices, also sums its pieces in float32.
+    slices = list(_tap_slices(x.astype(_wide(x.dtype)), taps, strides, pads, dilation))
     y = None
     for first in range(0, len(slices), taps[-1]):
         group = [piece for _, piece in slices[first:first + taps[-1]]]
@@ -89,7 +97,7 @@ def _scaled_sum(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation: In
     """The same convolution as a sum over taps and channels of ``slice * kernel[tap, channel]``,
     for inputs with few channels; summed in at least float32, as a matrix product would."""
     rank = x.ndim - 2
-    wide = jnp.promote_types(x.dtype, jnp.float32)
+    wide = _wide(x.dtype)
     y = None
     for tap, piece in _tap_slices(x.astype(wide), kernel.shape[:rank], strides, pads, dilation):
         for c in range(kernel.shape[rank]):
@@ -125,7 +133,8 @@ _conv.defjvp(_conv_jvp, symbolic_zeros=True)
 def conv(x: Array, w: Array, *, strides: Sequence[int], pads: Pads,
          dilation: Sequence[int]) -> Array:
     """The convolution of ``lax.conv_general_dilated`` over channels-last ``x`` with an
-    ``(*kernel, C, F)`` kernel, as matrix products (see the module's docstring).
+    ``(*kernel, C, F)`` kernel, as matrix products, or sums of scaled slices for few channels
+    (see the module's docstring).
 
     ``x`` is ``(N, *sizes, C)``, ``pads`` explicit ``(low, high)`` pairs; returns
     ``(N, *out, F)``.

@@ -89,12 +89,15 @@ def _window_index(view: Array, axes: tuple[int, ...]) -> Array:
     return index
 
 
-#: Windows of up to this many elements find their first maximum by comparing each element in turn.
+#: Windows of up to this many elements find their first maximum by comparing each element in turn
+#: (measured on 2x2 windows after a convolution and a ReLU, batch 128, 2 CPU cores: their gradient
+#: 1.8x faster than with the reduction); larger windows use the reduction, a smaller program.
 _UNROLLED_WINDOW = 16
 
 
 def _first_maximum(view: Array, top: Array, axes: tuple[int, ...]) -> Array:
-    """The row-major index, within its window, of each window's first element equal to ``top``.
+    """The row-major index, within its window, of each window's first element equal to ``top``
+    (the last index where none is: a window holding a NaN).
 
     Small windows compare their elements one by one, from the last to the first, in one
     element-wise pass that XLA's CPU backend runs several times faster than the equivalent
@@ -104,7 +107,7 @@ def _first_maximum(view: Array, top: Array, axes: tuple[int, ...]) -> Array:
     count = math.prod(sizes)
     if count > _UNROLLED_WINDOW:
         equal = view == jnp.expand_dims(top, axes)
-        return jnp.min(jnp.where(equal, _window_index(view, axes), count), axis=axes)
+        return jnp.min(jnp.where(equal, _window_index(view, axes), count - 1), axis=axes)
     first = jnp.full(top.shape, count - 1, jnp.int32)
     for k in range(count - 2, -1, -1):
         element = [slice(None)] * view.ndim

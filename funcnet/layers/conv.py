@@ -183,7 +183,8 @@ def Conv2D(  # noqa: N802
         name: this layer's name in an enclosing model.
         lowering: ``"auto"`` (the default), ``"reference"`` (``lax.conv_general_dilated`` and
             its derivatives) or ``"fast"`` (the values and both gradients as matrix products
-            with the input's patches, equal to float rounding: faster on XLA's CPU backend,
+            with the input's patches, the values as sums of scaled slices for inputs of at most
+            4 channels; equal to float rounding, and faster on XLA's CPU backend,
             several times so inside ``fit``'s compiled loop; grouped convolutions keep the
             reference); ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``.
             Not part of the architecture (not in ``config``).
