@@ -165,6 +165,10 @@ CONVS = [
     ("3d_same", _maker(fn.Conv3D, 4, (2, 3, 1), strides=(1, 2, 1), padding="SAME"),
      (2, 5, 6, 4, 3)),
     ("2d_grouped_keeps_reference", _maker(fn.Conv2D, 4, 2, groups=2), (2, 5, 5, 4)),
+    ("2d_depthwise_strided_same", _maker(fn.Conv2D, 6, 3, groups=6, strides=2, padding="SAME"),
+     (3, 9, 10, 6)),
+    ("1d_depthwise_multiplier3_dilated",
+     _maker(fn.Conv1D, 12, 3, groups=4, dilation=2, activation="relu"), (3, 13, 4)),
     ("transpose2d_same_stride2", _maker(fn.ConvTranspose2D, 4, 3, strides=2, padding="SAME"),
      (2, 5, 6, 3)),
     ("transpose1d_kernel_below_stride", _maker(fn.ConvTranspose1D, 4, 2, strides=3), (2, 5, 3)),
@@ -254,6 +258,10 @@ def test_auto_follows_the_backend_and_reference_is_kept():
     for channels in (3, 8):
         fast = _count(fn.Conv2D(4, 3, lowering="fast"), (2, 8, 8, channels))
         assert fast["conv_general_dilated"] == 0 and fast["dot_general"] >= 2
+    depthwise = _count(fn.Conv2D(8, 3, groups=4, lowering="fast"), (2, 8, 8, 4))
+    assert depthwise["conv_general_dilated"] == 0
+    grouped = _count(fn.Conv2D(8, 3, groups=2, lowering="fast"), (2, 8, 8, 4))
+    assert grouped["conv_general_dilated"] > 0  # the fast lowering does not apply
     transposed = _count(fn.ConvTranspose2D(4, 3, strides=2, lowering="fast"), shape)
     assert transposed["conv_general_dilated"] == 0
     auto = {"conv": _count(fn.Conv2D(4, 3), shape, wrt_input=False),

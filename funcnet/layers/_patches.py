@@ -10,13 +10,17 @@
   thin to pay, and the values are a sum of the taps' slices scaled by the kernel instead. The
   derivatives are a custom JVP, so forward and reverse mode both work; the patches are recomputed
   in the backward pass (``jax.checkpoint``) rather than stored.
+* :func:`depthwise` computes a depthwise convolution (as many groups as input channels) as a sum
+  over the kernel's taps of the input's slices scaled by the kernel, element-wise; XLA's CPU
+  backend runs the grouped ``lax.conv_general_dilated`` and its gradients tens of times more
+  slowly.
 * :func:`conv_transpose` follows the scatter-add definition: one matrix product
   ``(N, *sizes, C) @ (C, taps * F)`` gives every tap's contribution, and each tap's slice is
   placed at ``i * stride + tap * dilation`` by an interior-padded ``lax.pad`` and summed, with no
   multiplication by the zeros of a dilated input.
 
-Both add the same products as the reference lowering in another order, so they agree with it to
-float rounding. Only ungrouped convolutions (``groups=1``) take this lowering.
+All three add the same products as the reference lowering in another order, so they agree with
+it to float rounding. Other grouped convolutions keep the reference lowering.
 """
 
 from __future__ import annotations
@@ -141,6 +145,29 @@ def conv(x: Array, w: Array, *, strides: Sequence[int], pads: Pads,
     ``(N, *out, F)``.
     """
     return _conv(x, w, tuple(strides), tuple(pads), tuple(dilation))
+
+
+def depthwise(x: Array, w: Array, *, strides: Sequence[int], pads: Pads,
+              dilation: Sequence[int]) -> Array:
+    """The depthwise convolution of ``lax.conv_general_dilated`` with ``feature_group_count``
+    equal to the channels: output channel ``c * m + j`` is input channel ``c`` convolved with
+    kernel column ``c * m + j`` (``m = F // C``), summed over the taps in at least float32.
+
+    ``x`` is ``(N, *sizes, C)``, ``w`` ``(*kernel, 1, F)``, ``pads`` explicit ``(low, high)``
+    pairs; returns ``(N, *out, F)``. Differentiated by JAX as written: both gradients are
+    element-wise too.
+    """
+    rank = x.ndim - 2
+    multiplier = w.shape[-1] // x.shape[-1]
+    wide = _wide(x.dtype)
+    y = None
+    for tap, piece in _tap_slices(x.astype(wide), w.shape[:rank], tuple(strides), tuple(pads),
+                                  tuple(dilation)):
+        if multiplier > 1:
+            piece = jnp.repeat(piece, multiplier, axis=-1)
+        part = piece * w[tap][0].astype(wide)
+        y = part if y is None else y + part
+    return y.astype(x.dtype)
 
 
 def conv_transpose(x: Array, w: Array, *, strides: Sequence[int], crops: Pads,
