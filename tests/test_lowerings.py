@@ -164,7 +164,9 @@ CONVS = [
     ("1d_explicit_padding", _maker(fn.Conv1D, 5, 4, padding=((2, 1),), use_bias=False), (4, 12, 3)),
     ("3d_same", _maker(fn.Conv3D, 4, (2, 3, 1), strides=(1, 2, 1), padding="SAME"),
      (2, 5, 6, 4, 3)),
-    ("2d_grouped_keeps_reference", _maker(fn.Conv2D, 4, 2, groups=2), (2, 5, 5, 4)),
+    ("2d_grouped_few_channels", _maker(fn.Conv2D, 4, 2, groups=2), (2, 5, 5, 4)),
+    ("2d_grouped_many_channels_strided_dilated",
+     _maker(fn.Conv2D, 9, 3, groups=3, strides=2, dilation=(2, 1), padding="SAME"), (2, 11, 9, 15)),
     ("2d_depthwise_strided_same", _maker(fn.Conv2D, 6, 3, groups=6, strides=2, padding="SAME"),
      (3, 9, 10, 6)),
     ("1d_depthwise_multiplier3_dilated",
@@ -261,7 +263,7 @@ def test_auto_follows_the_backend_and_reference_is_kept():
     depthwise = _count(fn.Conv2D(8, 3, groups=4, lowering="fast"), (2, 8, 8, 4))
     assert depthwise["conv_general_dilated"] == 0
     grouped = _count(fn.Conv2D(8, 3, groups=2, lowering="fast"), (2, 8, 8, 4))
-    assert grouped["conv_general_dilated"] > 0  # the fast lowering does not apply
+    assert grouped["conv_general_dilated"] == 0
     transposed = _count(fn.ConvTranspose2D(4, 3, strides=2, lowering="fast"), shape)
     assert transposed["conv_general_dilated"] == 0
     auto = {"conv": _count(fn.Conv2D(4, 3), shape, wrt_input=False),

@@ -8,8 +8,9 @@ Some layers have two lowerings with the same results:
   ``docs/benchmarks.md``): pooling as a reduction over a reshaped view of non-overlapping windows
   (:mod:`funcnet.layers._windows`); convolution, with both its gradients, as matrix products with
   the input's patches (its values as sums of scaled slices for inputs of at most 4 channels),
-  depthwise convolution as a sum of scaled slices, and transposed convolution as a matrix product
-  followed by a scatter-add (:mod:`funcnet.layers._patches`).
+  depthwise convolution as a sum of scaled slices, other grouped convolutions group by group, and
+  transposed convolution as a matrix product followed by a scatter-add
+  (:mod:`funcnet.layers._patches`).
 * ``"auto"`` (the default): ``"fast"`` when :func:`jax.default_backend` is ``"cpu"`` at trace
   time, else ``"reference"`` (on accelerators the direct operations map onto tuned kernels).
 
@@ -17,8 +18,7 @@ Some layers have two lowerings with the same results:
 gradient of a window goes to its first maximal element in row-major window order, as
 ``reduce_window``'s gradient does); average pooling and convolutions add the same terms in
 another order, so they agree to float rounding (a few units in the last place). A layer falls back
-to the reference lowering where the fast one does not apply (overlapping pooling windows, grouped
-convolutions other than depthwise ones).
+to the reference lowering where the fast one does not apply (overlapping pooling windows).
 
 The lowering is an execution choice, not part of the architecture: it is not stored in a layer's
 ``config``, and nothing here sets process-wide XLA flags.

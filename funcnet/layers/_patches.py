@@ -14,13 +14,15 @@
   over the kernel's taps of the input's slices scaled by the kernel, element-wise; XLA's CPU
   backend runs the grouped ``lax.conv_general_dilated`` and its gradients tens of times more
   slowly.
+* :func:`grouped` computes any other grouped convolution as one :func:`conv` per group (tens of
+  times faster than the grouped ``lax.conv_general_dilated`` there too).
 * :func:`conv_transpose` follows the scatter-add definition: one matrix product
   ``(N, *sizes, C) @ (C, taps * F)`` gives every tap's contribution, and each tap's slice is
   placed at ``i * stride + tap * dilation`` by an interior-padded ``lax.pad`` and summed, with no
   multiplication by the zeros of a dilated input.
 
-All three add the same products as the reference lowering in another order, so they agree with
-it to float rounding. Other grouped convolutions keep the reference lowering.
+All of them add the same products as the reference lowering in another order, so they agree with
+it to float rounding.
 """
 
 from __future__ import annotations
@@ -168,6 +170,19 @@ def depthwise(x: Array, w: Array, *, strides: Sequence[int], pads: Pads,
         part = piece * w[tap][0].astype(wide)
         y = part if y is None else y + part
     return y.astype(x.dtype)
+
+
+def grouped(x: Array, w: Array, *, groups: int, strides: Sequence[int], pads: Pads,
+            dilation: Sequence[int]) -> Array:
+    """The grouped convolution of ``lax.conv_general_dilated`` with ``feature_group_count=groups``:
+    group ``g`` of the output channels is :func:`conv` of group ``g`` of the input channels.
+
+    ``x`` is ``(N, *sizes, C)``, ``w`` ``(*kernel, C // groups, F)``; returns ``(N, *out, F)``.
+    """
+    channels, features = x.shape[-1] // groups, w.shape[-1] // groups
+    parts = [conv(x[..., g * channels:(g + 1) * channels], w[..., g * features:(g + 1) * features],
+                  strides=strides, pads=pads, dilation=dilation) for g in range(groups)]
+    return jnp.concatenate(parts, axis=-1)
 
 
 def conv_transpose(x: Array, w: Array, *, strides: Sequence[int], crops: Pads,

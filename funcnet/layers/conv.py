@@ -57,9 +57,8 @@ def _convolve(x: Array, w: Array, b: Array | None, *, transpose: bool, fast: boo
     inside an outer ``jit`` it is inlined).
 
     For a transposed convolution ``pads`` are the crops of its full output (see
-    :func:`funcnet.layers._spatial.transpose_crops`). With ``fast``, ungrouped and depthwise
-    convolutions take the lowering of :mod:`funcnet.layers._patches`; otherwise
-    ``lax.conv_general_dilated``.
+    :func:`funcnet.layers._spatial.transpose_crops`). With ``fast``, convolutions take the
+    lowering of :mod:`funcnet.layers._patches`; otherwise ``lax.conv_general_dilated``.
     """
     rank = x.ndim - 2
     w = as_compute(w, x)
@@ -70,6 +69,8 @@ def _convolve(x: Array, w: Array, b: Array | None, *, transpose: bool, fast: boo
             y = _patches.conv(x, w, strides=strides, pads=pads, dilation=dilation)
     elif fast and groups == x.shape[-1]:  # depthwise (transposed convolutions have groups=1)
         y = _patches.depthwise(x, w, strides=strides, pads=pads, dilation=dilation)
+    elif fast:
+        y = _patches.grouped(x, w, groups=groups, strides=strides, pads=pads, dilation=dilation)
     elif transpose:
         # Scatter-add definition, as a stride-1 convolution over the input dilated by `strides`
         # with the spatially flipped kernel; a crop of c positions is dk - 1 - c of padding.
@@ -188,11 +189,10 @@ def Conv2D(  # noqa: N802
             its derivatives) or ``"fast"`` (the values and both gradients as matrix products
             with the input's patches, the values as sums of scaled slices for inputs of at most
             4 channels; depthwise convolutions, ``groups`` equal to the input channels, as
-            sums of scaled slices; equal to float rounding, and faster on XLA's CPU backend,
-            several times so inside ``fit``'s compiled loop; other grouped convolutions keep
-            the reference); ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is
-            ``"cpu"``.
-            Not part of the architecture (not in ``config``).
+            sums of scaled slices, other grouped ones group by group; equal to float rounding,
+            and faster on XLA's CPU backend, several times so inside ``fit``'s compiled loop);
+            ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``. Not part
+            of the architecture (not in ``config``).
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', filters)``; per axis, with ``dk = (k - 1) * dilation + 1``:
