@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -100,17 +100,28 @@ def _patch_product(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation:
     return y.astype(x.dtype)
 
 
+def _tap_sum(x: Array, taps: Ints, strides: Ints, pads: Pads, dilation: Ints,
+             term: Callable[[tuple[int, ...], Array], Array]) -> Array:
+    """``sum(term(tap, slice))`` over the kernel's taps (see :func:`_tap_slices`), in at least
+    float32 (as a matrix product would sum), cast back to ``x``'s dtype."""
+    y = None
+    for tap, piece in _tap_slices(x.astype(_wide(x.dtype)), taps, strides, pads, dilation):
+        part = term(tap, piece)
+        y = part if y is None else y + part
+    return y.astype(x.dtype)
+
+
 def _scaled_sum(x: Array, kernel: Array, strides: Ints, pads: Pads, dilation: Ints) -> Array:
     """The same convolution as a sum over taps and channels of ``slice * kernel[tap, channel]``,
-    for inputs with few channels; summed in at least float32, as a matrix product would."""
+    for inputs with few channels."""
     rank = x.ndim - 2
-    wide = _wide(x.dtype)
-    y = None
-    for tap, piece in _tap_slices(x.astype(wide), kernel.shape[:rank], strides, pads, dilation):
-        for c in range(kernel.shape[rank]):
-            part = piece[..., c:c + 1] * kernel[(*tap, c)].astype(wide)
-            y = part if y is None else y + part
-    return y.astype(x.dtype)
+
+    def term(tap: tuple[int, ...], piece: Array) -> Array:
+        parts = (piece[..., c:c + 1] * kernel[(*tap, c)].astype(piece.dtype)
+                 for c in range(kernel.shape[rank]))
+        return functools.reduce(jnp.add, parts)
+
+    return _tap_sum(x, kernel.shape[:rank], strides, pads, dilation, term)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
@@ -161,15 +172,13 @@ def depthwise(x: Array, w: Array, *, strides: Sequence[int], pads: Pads,
     """
     rank = x.ndim - 2
     multiplier = w.shape[-1] // x.shape[-1]
-    wide = _wide(x.dtype)
-    y = None
-    for tap, piece in _tap_slices(x.astype(wide), w.shape[:rank], tuple(strides), tuple(pads),
-                                  tuple(dilation)):
+
+    def term(tap: tuple[int, ...], piece: Array) -> Array:
         if multiplier > 1:
             piece = jnp.repeat(piece, multiplier, axis=-1)
-        part = piece * w[tap][0].astype(wide)
-        y = part if y is None else y + part
-    return y.astype(x.dtype)
+        return piece * w[tap][0].astype(piece.dtype)
+
+    return _tap_sum(x, w.shape[:rank], strides, pads, dilation, term)
 
 
 def grouped(x: Array, w: Array, *, groups: int, strides: Sequence[int], pads: Pads,
