@@ -44,7 +44,8 @@ def _normalize(ties: Any) -> dict[str, tuple[str, str]]:
             raise TypeError(f"tied: tie {destination!r}: {value!r} must map a path string to a source path, or to a "
                             "pair (source path, transform), as in {'dense_0/w': ('embedding_0/w', 'transpose')}.")
         if transform not in TRANSFORMS:
-            raise ValueError(f"tied: tie '{destination}' has transform {transform!r}; choose one of {list(TRANSFORMS)}.")
+            raise ValueError(f"tied: tie '{destination}' has transform {transform!r}; "
+                             f"choose one of {list(TRANSFORMS)}.")
         if destination == source:
             raise ValueError(f"tied: tie '{destination}' is tied onto itself; a tie makes one parameter from another.")
         normal[destination] = (source, transform)

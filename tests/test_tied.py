@@ -183,3 +183,19 @@ def test_untied_params_give_the_same_outputs_as_the_untied_model(key):
     y_tied, _ = model.apply(params, state, jnp.asarray(IDS))
     y_untied, _ = language_model().apply(untied_params(params), state, jnp.asarray(IDS))
     np.testing.assert_array_equal(np.asarray(y_tied), np.asarray(y_untied))
+
+
+def test_fit_trains_the_one_array_and_the_optimizer_state_holds_it_once(key):
+    # Ids (N,) -> logits (N, vocab); the task (say the id back) suits an output tied to the input table.
+    model = fn.tied(fn.serial(fn.Embedding(VOCAB, 8), fn.Tanh(), fn.Dense(VOCAB)), LM_TIES)
+    _, params, state = model.init(key, (None,))
+    x = np.arange(128, dtype=np.int32) % VOCAB
+    result = fn.fit(model, params, state, x, x, loss="sparse_categorical_crossentropy", learning_rate=0.05,
+                    epochs=10, batch_size=32, verbose=0, metrics="accuracy")
+    shapes = jax.tree_util.tree_map(jnp.shape, params)
+    assert jax.tree_util.tree_map(jnp.shape, result.params) == shapes
+    # Adam keeps two moments of the table, and none of a transposed copy.
+    moment_shapes = [leaf.shape for leaf in jax.tree_util.tree_leaves(result.opt_state)]
+    assert moment_shapes.count((VOCAB, 8)) == 2 and (8, VOCAB) not in moment_shapes
+    assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
+    assert result.history["accuracy"][-1] == 1.0
