@@ -9,9 +9,9 @@ running ``model``, so ``jax.grad`` sums the gradients of every use of a source b
 
 A language model whose output projection is its input embedding, transposed::
 
-    lm = fn.serial(fn.Embedding(vocab, d), ..., fn.Dense(vocab, use_bias=False))
+    lm = fn.serial(fn.Embedding(vocab, d), ..., fn.Dense(vocab, rank=3))
     model = fn.tied(lm, {"dense_0/w": ("embedding_0/w", "transpose")})
-    _, params, state = model.init(key, (None, 16))   # no "dense_0" entry: its only param is tied
+    _, params, state = model.init(key, (None, 16))   # "dense_0" holds only its bias "b"
 """
 
 from __future__ import annotations
@@ -139,10 +139,17 @@ def tied(model: Layer, ties: Mapping[str, Any], *, name: str | None = None) -> L
         name: this layer's name in an enclosing model.
 
     Returns:
-        A Layer with ``model``'s input and output shapes and state. Params: ``model``'s params
-        (not nested under its name) without the destinations, and without groups left empty.
-        ``key``, ``train`` and ``context`` go to ``model`` unchanged. Config:
-        ``{"ties": {destination: (source, transform)}}``, so the architecture JSON keeps the sharing.
+        A Layer of kind ``"Tied"`` whose config, ``{"ties": {destination: (source, transform)}}``,
+        lets the architecture JSON rebuild the sharing. ``key``, ``train`` and ``context`` go to
+        ``model`` unchanged.
+
+    Shapes:
+        ``model``'s input and output, unchanged; so is its state.
+
+    Params:
+        ``model``'s params (not nested under its name) without the destinations, and without
+        groups left empty: ``{"embedding_0": {"w": (vocab, d)}, "dense_0": {"b": (vocab,)}}``
+        for the language model of the module docstring.
 
     Raises:
         TypeError, ValueError: at construction, for a malformed tie, a tie onto itself or a
