@@ -23,6 +23,8 @@ import jax.numpy as jnp
 
 from funcnet.core import Array, Key, Layer, Params, ParamsError, ShapeError, State
 
+__all__ = ["TRANSFORMS", "tied"]
+
 #: The transforms a tie can apply to its source: ``"transpose"`` reverses the axes (``source.T``).
 TRANSFORMS = ("identity", "transpose")
 

@@ -55,17 +55,25 @@ def lm_case(rng):
     return language_model(), LM_TIES, (None, STEPS), jnp.asarray(IDS)
 
 
-def two_dense_case(rng):
-    """Two Dense layers of one shape sharing their kernel as it is (an identity tie)."""
-    model = fn.serial(fn.Dense(5), fn.Tanh(), fn.Dense(5))
-    return model, {"dense_1/w": "dense_0/w"}, (None, 5), jnp.asarray(rng.standard_normal((3, 5)))
+def three_dense_case(rng):
+    """Three square Dense layers using one kernel: the second as it is, the third transposed."""
+    model = fn.serial(fn.Dense(5), fn.Tanh(), fn.Dense(5), fn.Tanh(), fn.Dense(5))
+    ties = {"dense_1/w": "dense_0/w", "dense_2/w": ("dense_0/w", "transpose")}
+    return model, ties, (None, 5), jnp.asarray(rng.standard_normal((3, 5)))
 
 
-@pytest.mark.parametrize("make, source, destination, transform", [
-    (lm_case, "embedding_0", "dense_0", jnp.transpose),
-    (two_dense_case, "dense_0", "dense_1", lambda w: w),
-], ids=["embedding-transposed", "dense-identity"])
-def test_gradient_is_the_sum_of_the_gradients_of_both_uses(key, make, source, destination, transform):
+# A transform and the map of a gradient back to its source: both are their own inverse.
+TRANSFORM_FUNCTIONS = {"identity": lambda w: w, "transpose": jnp.transpose}
+
+
+def path_get(tree, path):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
+
+
+@pytest.mark.parametrize("make", [lm_case, three_dense_case], ids=["embedding-transposed", "dense-three-uses"])
+def test_gradient_is_the_sum_of_the_gradients_of_all_uses(key, make):
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
         untied_model, ties, input_shape, x = make(rng)
@@ -80,16 +88,22 @@ def test_gradient_is_the_sum_of_the_gradients_of_both_uses(key, make, source, de
         def untied_loss(p):
             return jnp.sum(weights * jnp.sin(untied_model.apply(p, state, x)[0]))
 
-        # The reference: the untied model with both uses given equal weights, differentiated separately.
-        full = {**params, destination: {**params.get(destination, {}), "w": transform(params[source]["w"])}}
+        # The reference: the untied model given equal weights in every use, each use differentiated apart.
+        full = params
+        for destination, (source, transform) in model.config["ties"].items():
+            group, leaf = destination.split("/")
+            shared = TRANSFORM_FUNCTIONS[transform](path_get(params, source))
+            full = {**full, group: {**full.get(group, {}), leaf: shared}}
         grads = jax.jit(jax.grad(tied_loss))(params)
         separate = jax.grad(untied_loss)(full)
-    expected = separate[source]["w"] + transform(separate[destination]["w"])
-    assert grads[source]["w"].dtype == jnp.float64
-    np.testing.assert_allclose(grads[source]["w"], expected, rtol=1e-12, atol=1e-12)
-    assert "w" not in grads.get(destination, {})
-    assert np.abs(separate[destination]["w"]).max() > 0.1  # both uses contribute
-    assert np.abs(separate[source]["w"]).max() > 0.1
+    source = next(iter(model.config["ties"].values()))[0]
+    expected = path_get(separate, source)
+    for destination, (_, transform) in model.config["ties"].items():
+        assert np.abs(path_get(separate, destination)).max() > 0.1  # every use contributes
+        expected = expected + TRANSFORM_FUNCTIONS[transform](path_get(separate, destination))
+    assert path_get(grads, source).dtype == jnp.float64
+    np.testing.assert_allclose(path_get(grads, source), expected, rtol=1e-12, atol=1e-12)
+    assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(params)  # no destination entries
 
 
 def test_checkpoint_round_trip_keeps_one_array_and_the_outputs(key, tmp_path):
@@ -199,3 +213,12 @@ def test_fit_trains_the_one_array_and_the_optimizer_state_holds_it_once(key):
     assert moment_shapes.count((VOCAB, 8)) == 2 and (8, VOCAB) not in moment_shapes
     assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
     assert result.history["accuracy"][-1] == 1.0
+
+
+def test_errors_inside_the_tied_model_name_the_params_path(key):
+    model = fn.serial(fn.tied(language_model(), LM_TIES, name="lm"))
+    _, params, state = model.init(key, (None, STEPS))
+    with pytest.raises(fn.InputTypeError, match=r"Layer 'lm/embedding_0' \(Embedding, position 0 in its container\): "
+                       r"Embedding takes integer ids, got dtype float32"):
+        model.apply(params, state, jnp.zeros((2, STEPS)))
+    assert set(params["lm"]) == {"embedding_0", "dense_0"}  # the same path into params
