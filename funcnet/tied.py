@@ -68,7 +68,7 @@ def _lookup(tree: Params, path: str, role: str) -> Array:
         if not isinstance(node, Mapping):
             raise ParamsError(f"tie {role} '{path}' names no parameter: {where} is an array, not a group.")
         if part not in node:
-            raise ParamsError(f"tie {role} '{path}' names no parameter: {where} has no entry '{part}' "
+            raise ParamsError(f"tie {role} '{path}' names no parameter: no entry '{part}' in {where} "
                               f"(entries: {sorted(node)}).",
                               hint="paths are params keys joined by '/', as in 'dense_0/w'; print the untied "
                               "model's params to see them.")
@@ -191,5 +191,4 @@ def tied(model: Layer, ties: Mapping[str, Any], *, name: str | None = None) -> L
             return model.apply(full, state, x, key=key, train=train)
         return model.apply(full, state, x, key=key, train=train, context=context)
 
-    config = {"ties": {destination: (source, transform) for destination, (source, transform) in ties.items()}}
-    return Layer(init, apply, "Tied", config, (model,), name)
+    return Layer(init, apply, "Tied", {"ties": dict(ties)}, (model,), name)

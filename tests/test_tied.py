@@ -144,9 +144,9 @@ def test_identity_and_transpose_spellings_are_one_config():
 
 @pytest.mark.parametrize("ties, error, match", [
     ({"dense_0/q": ("embedding_0/w", "transpose")}, fn.ParamsError,
-     r"tie destination 'dense_0/q' names no parameter: 'dense_0' has no entry 'q' \(entries: \['b', 'w'\]\)"),
+     r"tie destination 'dense_0/q' names no parameter: no entry 'q' in 'dense_0' \(entries: \['b', 'w'\]\)"),
     ({"dense_0/w": ("embed/w", "transpose")}, fn.ParamsError,
-     r"tie source 'embed/w' names no parameter: the model's params has no entry 'embed' "
+     r"tie source 'embed/w' names no parameter: no entry 'embed' in the model's params "
      r"\(entries: \['dense_0', 'embedding_0'\]\)"),
     ({"dense_0": ("embedding_0/w", "transpose")}, fn.ParamsError,
      r"tie destination 'dense_0' names a group of parameters \(\['b', 'w'\]\), not one array"),
