@@ -28,6 +28,7 @@ from funcnet.core import (
 )
 from funcnet.layers import *  # noqa: F403  (the catalogue; its __all__ is explicit)
 from funcnet.model import count_params, predict_fn, summary
+from funcnet.tied import tied
 from funcnet.training import (
     Callback,
     EarlyStopping,
@@ -50,7 +51,7 @@ __all__ = [
     # the contract and its errors
     "Layer", "LayerError", "ShapeError", "InputTypeError", "ParamsError", "MissingKeyError",
     # combinators
-    "serial", "Sequential", "parallel", "branch", "residual", "named", "FanOut", "FanInSum", "FanInConcat",
+    "serial", "Sequential", "parallel", "branch", "residual", "named", "FanOut", "FanInSum", "FanInConcat", "tied",
     # whole models
     "predict_fn", "summary", "count_params",
     # training (more in funcnet.training, funcnet.losses, funcnet.metrics)

@@ -35,6 +35,7 @@ from typing import Any
 
 from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial
 from funcnet.core import Layer, child_names
+from funcnet.tied import tied
 
 __all__ = ["ARCHITECTURE_VERSION", "NOT_JSON", "ArchitectureError", "describe", "document", "from_json",
            "rebuild", "registry", "to_json"]
@@ -65,6 +66,11 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
             return residual(*children[:-1], shortcut=children[-1], name=name)
         return residual(*children, name=name)
 
+    def _tied(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+        if len(children) != 1:
+            raise ValueError(f"takes one child (the model whose weights are tied), got {len(children)}")
+        return tied(children[0], **config, name=name)
+
     def _no_config(fn: Callable[..., Layer]) -> Callable:
         def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
             if config:
@@ -86,6 +92,7 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
         "Parallel": _no_config(parallel),
         "Branch": _no_config(branch),
         "Residual": _residual,
+        "Tied": _tied,
         "FanOut": _leaf(FanOut),
         "FanInSum": _leaf(FanInSum),
         "FanInConcat": _leaf(FanInConcat),
