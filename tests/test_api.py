@@ -10,7 +10,7 @@ import funcnet as fn
 
 PUBLIC = sorted("""
 Layer LayerError ShapeError InputTypeError ParamsError MissingKeyError
-serial Sequential parallel branch residual named FanOut FanInSum FanInConcat
+serial Sequential parallel branch residual named FanOut FanInSum FanInConcat tied
 predict_fn summary count_params
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history
