@@ -26,7 +26,6 @@ when a data set is loaded, never by ``import funcnet``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import os
 import socket
@@ -35,6 +34,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from funcnet._split_cache import read_cached, write_cached
 
 __all__ = ["Split", "DatasetInfo", "load", "info", "prepare"]
 
@@ -236,6 +237,24 @@ def _builder(name: str, data_dir: str | os.PathLike | None) -> Any:
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"no data set named {name!r} in the TFDS catalogue.{hint} "
                          "`tfds.list_builders()` lists them all.") from error
+    except (AssertionError, ValueError) as error:  # TFDS asserts on an unknown version
+        raise ValueError(_variant_message(tfds, name, error)) from error
+
+
+def _variant_message(tfds: Any, name: str, error: Exception) -> str:
+    """What is wrong with the version or configuration in ``name``, and which ones exist."""
+    base, _, version = name.partition(":")
+    base, _, config = base.partition("/")
+    cls = tfds.builder_cls(base)
+    versions = [str(cls.VERSION)] + [str(v) for v in getattr(cls, "SUPPORTED_VERSIONS", ())]
+    configs = [c.name for c in getattr(cls, "BUILDER_CONFIGS", None) or ()]
+    if version and version not in versions:
+        return (f"no version {version} of {base!r} in this TFDS (it has {', '.join(versions)}): write {base!r} "
+                f"for the newest, or {base}:{versions[0]}.")
+    if config and config not in configs:
+        known = f"it has {', '.join(configs)}" if configs else "it has no configurations"
+        return f"no configuration {config!r} of {base!r} in TFDS ({known})."
+    return f"TFDS cannot build {name!r}: {str(error).splitlines()[0]}"
 
 
 def _describe(builder: Any) -> DatasetInfo:
@@ -259,21 +278,14 @@ def _describe(builder: Any) -> DatasetInfo:
 
 
 def _read(builder: Any, split: str) -> Split:
-    """Reads a whole split, through a NumPy copy kept beside TFDS's files (no TensorFlow needed
-    the next time)."""
-    cache = os.path.join(os.fspath(builder.data_path), "funcnet-numpy",
-                         hashlib.sha256(split.encode()).hexdigest()[:16] + ".npz")
-    if os.path.isfile(cache):
-        with np.load(cache, allow_pickle=False) as arrays:
-            return Split(arrays["x"], arrays["y"])
+    """Reads a whole split, through a verified NumPy copy kept beside TFDS's files (no TensorFlow
+    needed the next time)."""
+    folder = os.path.join(os.fspath(builder.data_path), "funcnet-numpy")
+    cached = read_cached(folder, split, builder.name)
+    if cached is not None:
+        return Split(*cached)
     split_arrays = _read_tfds(builder, split)
-    partial = f"{cache}.{os.getpid()}.tmp.npz"
-    try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        np.savez(partial, x=split_arrays.x, y=split_arrays.y)
-        os.replace(partial, cache)  # atomic: readers never see a partial file
-    except OSError:  # a read-only data_dir: no copy, TFDS is read each time
-        pass
+    write_cached(folder, split, split_arrays.x, split_arrays.y)
     return split_arrays
 
 
