@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from funcnet._quiet_tfds import quiet_preparation, quiet_tfds_logs
 from funcnet._split_cache import read_cached, write_cached
 
 __all__ = ["Split", "DatasetInfo", "load", "info", "prepare"]
@@ -81,6 +82,7 @@ class DatasetInfo(NamedTuple):
 # Public functions
 
 
+@quiet_tfds_logs()
 def info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
     """Describes a supervised data set from its TFDS builder; nothing is downloaded.
 
@@ -91,6 +93,7 @@ def info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo
     return _describe(_builder(name, data_dir))
 
 
+@quiet_tfds_logs()
 def prepare(
     name: str,
     *,
@@ -133,8 +136,11 @@ def prepare(
     _require("tensorflow")
     download_manager = importlib.import_module("tensorflow_datasets.core.download.download_manager")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    line = (f"funcnet: preparing {described.name} once from the original files in {manual_dir}" if manual_dir
+            else f"funcnet: downloading the original files of {described.name} and preparing it once")
     try:
-        builder.download_and_prepare(download_config=config)
+        with quiet_preparation(tfds, line):
+            builder.download_and_prepare(download_config=config)
     except download_manager.NonMatchingChecksumError as error:
         bad = [f for f in described.files if f in str(error)] or ["a file"]
         where = manual_dir or "TFDS's downloads folder"
@@ -151,6 +157,7 @@ def prepare(
     return os.fspath(builder.data_path)
 
 
+@quiet_tfds_logs()
 def load(
     name: str,
     *,
