@@ -19,6 +19,9 @@ not given) and reads it from there afterwards. Without internet, hand it the dat
 files with ``manual_dir``: they are checked against TFDS's registered checksums, so a truncated
 or corrupt file is named in the error instead of yielding wrong data.
 
+Each split read is also kept as a NumPy copy beside TFDS's files, verified against the size and
+SHA-256 recorded with it each time it is read; a damaged copy is reported, discarded and rebuilt.
+
 Preparing and reading need TensorFlow (``pip install 'funcnet[data]'``); it is imported only
 when a data set is loaded, never by ``import funcnet``.
 """
@@ -87,7 +90,8 @@ def info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo
     """Describes a supervised data set from its TFDS builder; nothing is downloaded.
 
     Raises:
-        ValueError: ``name`` is not in the TFDS catalogue (the message suggests close names), or
+        ValueError: ``name`` is not in the TFDS catalogue (the message suggests close names), names
+            a version or configuration TFDS does not have (the message lists those it has), or
             the data set has no fixed-shape ``(input, label)`` pair.
     """
     return _describe(_builder(name, data_dir))
@@ -104,7 +108,8 @@ def prepare(
     """Makes sure the data set is prepared in ``data_dir``; returns the folder it lives in.
 
     Does nothing when it is already there. Otherwise it prepares it from ``manual_dir`` when
-    given (no network), else downloads the original files (``download=True``).
+    given (no network), else downloads the original files (``download=True``), showing one line
+    and one progress bar on stderr in place of TFDS's messages.
 
     Args:
         name: the TFDS name (``"mnist"``, ``"cifar10"``, ``"mnist:3.0.1"``).
