@@ -79,7 +79,9 @@ def quiet_preparation(tfds: Any, line: str, *, stream: TextIO | None = None) -> 
     tqdm_utils = sys.modules.get("tensorflow_datasets.core.utils.tqdm_utils")
     was_active = getattr(tqdm_utils, "_active", True)
     original_tqdm = utils.tqdm
-    bar = tqdm_auto.tqdm(desc="  examples written", unit=" examples", file=stream, mininterval=0.5)
+    interactive = getattr(stream, "isatty", lambda: False)()
+    bar = tqdm_auto.tqdm(desc="  examples written", unit=" examples", file=stream,
+                         mininterval=0.5 if interactive else 15)  # a log file gets a line every 15 s, not 2 a second
     tfds.display_progress_bar(False)  # download and extraction bars
 
     def counting_tqdm(*args: Any, **kwargs: Any) -> _ExampleCounter:
