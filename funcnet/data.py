@@ -19,6 +19,9 @@ not given) and reads it from there afterwards. Without internet, hand it the dat
 files with ``manual_dir``: they are checked against TFDS's registered checksums, so a truncated
 or corrupt file is named in the error instead of yielding wrong data.
 
+Each split read is also kept as a NumPy copy beside TFDS's files, verified against the size and
+SHA-256 recorded with it each time it is read; a damaged copy is reported, discarded and rebuilt.
+
 Preparing and reading need TensorFlow (``pip install 'funcnet[data]'``); it is imported only
 when a data set is loaded, never by ``import funcnet``.
 """
@@ -26,7 +29,6 @@ when a data set is loaded, never by ``import funcnet``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import os
 import socket
@@ -35,6 +37,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from funcnet._quiet_tfds import quiet_preparation, quiet_tfds_logs
+from funcnet._split_cache import read_cached, write_cached
 
 __all__ = ["Split", "DatasetInfo", "load", "info", "prepare"]
 
@@ -80,16 +85,19 @@ class DatasetInfo(NamedTuple):
 # Public functions
 
 
+@quiet_tfds_logs()
 def info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
     """Describes a supervised data set from its TFDS builder; nothing is downloaded.
 
     Raises:
-        ValueError: ``name`` is not in the TFDS catalogue (the message suggests close names), or
+        ValueError: ``name`` is not in the TFDS catalogue (the message suggests close names), names
+            a version or configuration TFDS does not have (the message lists those it has), or
             the data set has no fixed-shape ``(input, label)`` pair.
     """
     return _describe(_builder(name, data_dir))
 
 
+@quiet_tfds_logs()
 def prepare(
     name: str,
     *,
@@ -100,7 +108,8 @@ def prepare(
     """Makes sure the data set is prepared in ``data_dir``; returns the folder it lives in.
 
     Does nothing when it is already there. Otherwise it prepares it from ``manual_dir`` when
-    given (no network), else downloads the original files (``download=True``).
+    given (no network), else downloads the original files (``download=True``), showing one line
+    and one progress bar on stderr in place of TFDS's messages.
 
     Args:
         name: the TFDS name (``"mnist"``, ``"cifar10"``, ``"mnist:3.0.1"``).
@@ -132,8 +141,11 @@ def prepare(
     _require("tensorflow")
     download_manager = importlib.import_module("tensorflow_datasets.core.download.download_manager")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    line = (f"funcnet: preparing {described.name} once from the original files in {manual_dir}" if manual_dir
+            else f"funcnet: downloading the original files of {described.name} and preparing it once")
     try:
-        builder.download_and_prepare(download_config=config)
+        with quiet_preparation(tfds, line):
+            builder.download_and_prepare(download_config=config)
     except download_manager.NonMatchingChecksumError as error:
         bad = [f for f in described.files if f in str(error)] or ["a file"]
         where = manual_dir or "TFDS's downloads folder"
@@ -150,6 +162,7 @@ def prepare(
     return os.fspath(builder.data_path)
 
 
+@quiet_tfds_logs()
 def load(
     name: str,
     *,
@@ -236,6 +249,24 @@ def _builder(name: str, data_dir: str | os.PathLike | None) -> Any:
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"no data set named {name!r} in the TFDS catalogue.{hint} "
                          "`tfds.list_builders()` lists them all.") from error
+    except (AssertionError, ValueError) as error:  # TFDS asserts on an unknown version
+        raise ValueError(_variant_message(tfds, name, error)) from error
+
+
+def _variant_message(tfds: Any, name: str, error: Exception) -> str:
+    """What is wrong with the version or configuration in ``name``, and which ones exist."""
+    base, _, version = name.partition(":")
+    base, _, config = base.partition("/")
+    cls = tfds.builder_cls(base)
+    versions = [str(cls.VERSION)] + [str(v) for v in getattr(cls, "SUPPORTED_VERSIONS", ())]
+    configs = [c.name for c in getattr(cls, "BUILDER_CONFIGS", None) or ()]
+    if version and version not in versions:
+        return (f"no version {version} of {base!r} in this TFDS (it has {', '.join(versions)}): write {base!r} "
+                f"for the newest, or {base}:{versions[0]}.")
+    if config and config not in configs:
+        known = f"it has {', '.join(configs)}" if configs else "it has no configurations"
+        return f"no configuration {config!r} of {base!r} in TFDS ({known})."
+    return f"TFDS cannot build {name!r}: {str(error).splitlines()[0]}"
 
 
 def _describe(builder: Any) -> DatasetInfo:
@@ -259,21 +290,14 @@ def _describe(builder: Any) -> DatasetInfo:
 
 
 def _read(builder: Any, split: str) -> Split:
-    """Reads a whole split, through a NumPy copy kept beside TFDS's files (no TensorFlow needed
-    the next time)."""
-    cache = os.path.join(os.fspath(builder.data_path), "funcnet-numpy",
-                         hashlib.sha256(split.encode()).hexdigest()[:16] + ".npz")
-    if os.path.isfile(cache):
-        with np.load(cache, allow_pickle=False) as arrays:
-            return Split(arrays["x"], arrays["y"])
+    """Reads a whole split, through a verified NumPy copy kept beside TFDS's files (no TensorFlow
+    needed the next time)."""
+    folder = os.path.join(os.fspath(builder.data_path), "funcnet-numpy")
+    cached = read_cached(folder, split, builder.name)
+    if cached is not None:
+        return Split(*cached)
     split_arrays = _read_tfds(builder, split)
-    partial = f"{cache}.{os.getpid()}.tmp.npz"
-    try:
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        np.savez(partial, x=split_arrays.x, y=split_arrays.y)
-        os.replace(partial, cache)  # atomic: readers never see a partial file
-    except OSError:  # a read-only data_dir: no copy, TFDS is read each time
-        pass
+    write_cached(folder, split, split_arrays.x, split_arrays.y)
     return split_arrays
 
 

@@ -111,18 +111,21 @@ def sparse_categorical_crossentropy(
     name = "sparse_categorical_crossentropy"
     _check_label_smoothing(label_smoothing, name)
     y_true, y_pred = jnp.asarray(y_true), jnp.asarray(y_pred)
+    # Shape first: for one-hot float rows the dtype advice (astype) would not fix anything.
+    if y_true.shape != y_pred.shape[:-1]:
+        hint = " Flatten the labels with y.reshape(-1)." if y_true.shape == y_pred.shape[:-1] + (1,) else ""
+        if y_true.shape == y_pred.shape:
+            hint = " These look like one-hot rows: use categorical_crossentropy, or y.argmax(-1)."
+        raise ValueError(
+            f"{name}: expected labels of shape {format_shape(y_pred.shape[:-1])} (one class index per "
+            f"example) for predictions of shape {format_shape(y_pred.shape)}, got "
+            f"{format_shape(y_true.shape)}.{hint}"
+        )
     if not jnp.issubdtype(y_true.dtype, jnp.integer):
         raise TypeError(
             f"{name} expects integer class indices, got labels of dtype {y_true.dtype}. If they are "
             "whole numbers, convert them with y.astype('int32'); if they are one-hot or probabilities, "
             "use categorical_crossentropy."
-        )
-    if y_true.shape != y_pred.shape[:-1]:
-        hint = " Flatten the labels with y.reshape(-1)." if y_true.shape == y_pred.shape[:-1] + (1,) else ""
-        raise ValueError(
-            f"{name}: expected labels of shape {format_shape(y_pred.shape[:-1])} (one class index per "
-            f"example) for predictions of shape {format_shape(y_pred.shape)}, got "
-            f"{format_shape(y_true.shape)}.{hint}"
         )
     logits = y_pred.astype(_compute_dtype(y_pred))
     if label_smoothing:

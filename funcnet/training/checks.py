@@ -42,8 +42,15 @@ def num_examples(x: Any, what: str = "x") -> int:
 
 
 def check_lengths(x: Any, y: Any, sample_weight: Any = None, *, what: str = "") -> int:
-    """Checks that ``x``, ``y`` (and ``sample_weight``) have the same number of examples; returns it."""
+    """Checks that ``x``, ``y`` (and ``sample_weight``) have the same number of examples; returns it.
+
+    Raises:
+        ValueError: ``y`` is None (every loss and metric needs labels), or the numbers differ.
+    """
     n = num_examples(x, f"{what}x")
+    if y is None:
+        raise ValueError(f"`{what}y` is None, but the loss and metrics compare the model's outputs with labels: "
+                         f"pass one label (or target) per example of `{what}x`, {n} in all.")
     for name, value in ((f"{what}y", y), (f"{what}sample_weight", sample_weight)):
         if value is None:
             continue
@@ -83,23 +90,24 @@ def check_labels(y: Any, output_shape: tuple[int, ...], kind: str | None, *, los
                              f"{format_shape((n,))}.")
         expected = (n,) + out[:-1]
         num_classes = out[-1]
-        if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-            whole = np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)
-            fix = ("they are whole numbers: convert them with y.astype('int32')" if whole else
-                   "one-hot rows or probabilities need loss='categorical_crossentropy'")
-            raise TypeError(f"{loss_name} expects integer class indices, got labels of dtype {y.dtype}; {fix}.")
+        # Shape first: one-hot float rows would otherwise get the dtype advice, which cannot fix them.
         if y.shape != expected:
             hint = " Flatten them with y.reshape(-1)." if y.shape == expected + (1,) else ""
             if y.shape == (n,) + out:
                 hint = " These look like one-hot rows: use loss='categorical_crossentropy' or y.argmax(-1)."
             raise ValueError(f"{loss_name} expects labels of shape {format_shape(expected)} (one class index per "
                              f"example) for model outputs of shape {format_shape((n,) + out)}, got {got}.{hint}")
+        if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+            whole = np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)
+            fix = ("they are whole numbers: convert them with y.astype('int32')" if whole else
+                   "one-hot rows or probabilities need loss='categorical_crossentropy'")
+            raise TypeError(f"{loss_name} expects integer class indices, got labels of dtype {y.dtype}; {fix}.")
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= num_classes:
             raise ValueError(
-                f"labels must be class indices in [0, {num_classes}) (the model outputs {num_classes} classes), "
-                f"got min {low}, max {high}. Give the last layer as many units as there are classes, or "
-                "remap the labels to 0..C-1."
+                f"{loss_name}: labels must be class indices in [0, {num_classes}) (the model outputs "
+                f"{num_classes} classes), got min {low}, max {high}. Give the last layer as many units as there "
+                "are classes, or remap the labels to 0..C-1."
             )
     elif kind == "distribution":
         if y.shape[1:] != out:
