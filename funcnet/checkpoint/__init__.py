@@ -40,6 +40,7 @@ refuses with a message saying so.
 
 from funcnet.checkpoint.callback import CheckpointCallback
 from funcnet.checkpoint.errors import (
+    CheckpointBusyError,
     CheckpointCorruptError,
     CheckpointError,
     CheckpointMismatchError,
@@ -55,5 +56,5 @@ from funcnet.checkpoint.storage import clean_stale
 __all__ = [
     "save", "restore", "Restored", "CheckpointManager", "CheckpointCallback", "clean_stale", "FORMAT_VERSION",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError", "CheckpointVersionError",
-    "CheckpointMismatchError", "CheckpointWriteError",
+    "CheckpointMismatchError", "CheckpointWriteError", "CheckpointBusyError",
 ]
