@@ -260,3 +260,12 @@ def test_two_writers_overwriting_one_path_both_commit_and_the_last_one_wins(save
     ck.save(saved, tree_for(8), overwrite=True)
     assert ck.restore(saved).tree["step"] == 8
     assert os.listdir(saved.parent) == ["ckpt"]
+
+
+def test_two_writers_creating_one_path_one_commits_the_other_is_told(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt"
+    hook_on(monkeypatch, "written", lambda path: ck.save(path, tree_for(9)))  # the other one commits first
+    with pytest.raises(FileExistsError, match=r"checkpoint .*ckpt already exists; pass overwrite=True"):
+        ck.save(path, tree_for(8))
+    assert ck.restore(path).tree["step"] == 9
+    assert os.listdir(tmp_path) == ["ckpt"]
