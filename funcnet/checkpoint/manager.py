@@ -51,7 +51,8 @@ class CheckpointManager:
                  best_mode: str = "min"):
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 1):
-            raise ValueError(f"CheckpointManager: `max_to_keep` must be a positive integer or None, got {max_to_keep!r}.")
+            raise ValueError("CheckpointManager: `max_to_keep` must be a positive integer or None, got "
+                             f"{max_to_keep!r}.")
         if best_mode not in ("min", "max"):
             raise ValueError(f"CheckpointManager: `best_mode` must be 'min' or 'max', got {best_mode!r}.")
         if best_metric is not None and not isinstance(best_metric, str):

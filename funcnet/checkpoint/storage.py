@@ -204,7 +204,10 @@ def check_replaceable(path: Path, *, overwrite: bool) -> None:
         return
     if not overwrite:
         raise _exists_error(path)
-    why = layout.why_not_replaceable(path)
+    try:
+        why = layout.why_not_replaceable(path)
+    except OSError as error:  # a folder that cannot be listed is not replaced either
+        raise _write_error(path, error) from error
     if why is not None:
         raise FileExistsError(f"cannot overwrite {path}: {why}. overwrite=True replaces only a funcnet checkpoint; "
                               "nothing was touched. Choose another path, or move it away yourself.")
@@ -283,9 +286,15 @@ def publish(tmp: Path, path: Path, *, overwrite: bool) -> None:
             try:
                 os.rename(tmp, path)
                 break
-            except OSError as error:  # another writer published ``path`` since it was moved aside
-                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not overwrite or attempt == 2:
-                    raise _exists_error(path) if error.errno in (errno.ENOTEMPTY, errno.EEXIST) else error
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if not overwrite:
+                    raise _exists_error(path) from error
+                if attempt == 2:
+                    raise
+                # Another writer published ``path`` since it was moved aside: that one is moved aside in turn,
+                # and the one moved aside before is obsolete.
                 if old is not None:
                     shutil.rmtree(old, ignore_errors=True)
                     old = None
