@@ -380,6 +380,7 @@ def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: An
             "to see what the checkpoint holds."
         )
     # Every file is read and verified before any value is handed on.
+    layout.check_arrays_directory(directory)
     values = {p: _read_array(directory, entries[p]) for p, _ in targets}
     leaves = [_convert(values[p], entries[p], leaf, p, directory) for p, leaf in targets]
     tree = jax.tree_util.tree_unflatten(treedef, leaves)

@@ -95,8 +95,9 @@ def check_manifest_files(directory: Path) -> None:
             raise _refused(directory, name, what)
 
 
-def check_array_file(directory: Path, file: str) -> None:
-    """Refuses an array file (``arrays/NNNNNN.bin``) under a linked ``arrays/``, or that is not a regular file.
+def check_arrays_directory(directory: Path) -> None:
+    """Refuses a checkpoint whose ``arrays/`` is a link or not a directory (a missing one is left for the
+    reader to report).
 
     Raises:
         CheckpointCorruptError: naming the entry and its kind.
@@ -104,6 +105,15 @@ def check_array_file(directory: Path, file: str) -> None:
     what = not_real_directory(directory / ARRAYS)
     if what is not None:
         raise _refused(directory, ARRAYS, what)
+
+
+def check_array_file(directory: Path, file: str) -> None:
+    """Refuses an array file (``arrays/NNNNNN.bin``) that is not a regular file; call
+    :func:`check_arrays_directory` first.
+
+    Raises:
+        CheckpointCorruptError: naming the entry and its kind.
+    """
     what = not_regular_file(directory / file)
     if what is not None:
         raise _refused(directory, file, what)
