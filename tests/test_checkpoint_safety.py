@@ -269,3 +269,12 @@ def test_two_writers_creating_one_path_one_commits_the_other_is_told(tmp_path, m
         ck.save(path, tree_for(8))
     assert ck.restore(path).tree["step"] == 9
     assert os.listdir(tmp_path) == ["ckpt"]
+
+
+def test_the_manager_reads_no_linked_manifest_for_its_best_metric(tmp_path):
+    manager = ck.CheckpointManager(tmp_path / "m", max_to_keep=1, best_metric="loss")
+    manager.save(1, tree_for(1), metrics={"loss": 0.5})
+    move_out_and_link(manager.path(1), "manifest.json")
+    with pytest.raises(ck.CheckpointCorruptError, match=r"step_000000001/manifest.json is a symbolic link"):
+        manager.metrics(1)
+    assert manager.best() is None  # a refused checkpoint is not a candidate
