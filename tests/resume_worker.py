@@ -167,7 +167,7 @@ def main(part, directory, stop_at=None):
         # Negative controls: each must change the result.
         for name, change in (("fresh_opt", lambda t: t._replace(opt_state=init_opt_state(t.params, OPTIMIZER,
                                                                                         learning_rate=LR))),):
-            control = ck.CheckpointCallback(os.path.join(directory, f"fit_{name}"))
+            control = ck.CheckpointCallback(os.path.join(directory, f"fit_{name}_ckpts"))
             restored = ck.CheckpointCallback(os.path.join(directory, "fit_ckpts")).manager.restore(
                 train_state.step)
             history = restored.metadata["history"]

@@ -24,7 +24,11 @@ no pickle, no ``np.load``, no imports by name); a save is atomic (temporary dire
 rename; leftovers are cleaned at the next start); each array's SHA-256 is checked on load and a
 flipped bit or truncated file is an error naming the file; restoring into a different
 architecture or dtype lists every mismatching path before anything is loaded; saving never
-modifies the caller's arrays; a newer format version is a clear error.
+modifies the caller's arrays; a newer format version is a clear error; ``overwrite=True``
+replaces only a funcnet checkpoint, never a folder or file of the user's; no link or special file
+inside a checkpoint is followed or read (:mod:`funcnet.checkpoint.layout`); a restore racing a
+writer returns a whole checkpoint or :class:`CheckpointBusyError`, never a false corruption report
+(docs: "Safety and concurrency").
 
 Why not orbax-checkpoint for the storage. Orbax (0.12.8, tried first) does give atomic commits,
 but it could not meet the other requirements without re-implementing them around it: a flipped
@@ -40,6 +44,7 @@ refuses with a message saying so.
 
 from funcnet.checkpoint.callback import CheckpointCallback
 from funcnet.checkpoint.errors import (
+    CheckpointBusyError,
     CheckpointCorruptError,
     CheckpointError,
     CheckpointMismatchError,
@@ -55,5 +60,5 @@ from funcnet.checkpoint.storage import clean_stale
 __all__ = [
     "save", "restore", "Restored", "CheckpointManager", "CheckpointCallback", "clean_stale", "FORMAT_VERSION",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError", "CheckpointVersionError",
-    "CheckpointMismatchError", "CheckpointWriteError",
+    "CheckpointMismatchError", "CheckpointWriteError", "CheckpointBusyError",
 ]

@@ -29,3 +29,8 @@ class CheckpointMismatchError(CheckpointError, ValueError):
 
 class CheckpointWriteError(CheckpointError, OSError):
     """A save failed (read-only directory, disk full, ...); the previous checkpoint is untouched."""
+
+
+class CheckpointBusyError(CheckpointError):
+    """Another process replaced or deleted the checkpoint while it was being read, every time it was
+    tried: nothing was loaded; try again."""

@@ -15,14 +15,20 @@ import numpy as np
 
 from funcnet import architecture as arch
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import storage
+from funcnet.checkpoint import layout, storage
 from funcnet.checkpoint import tree as tree_lib
 from funcnet.checkpoint.errors import (
+    CheckpointBusyError,
     CheckpointCorruptError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
 )
 from funcnet.core import Layer
+
+#: How many more times :func:`restore` reads a checkpoint that another process replaced while it
+#: was read, pausing ``RETRY_PAUSE_S``, then twice as long each time (0.31 s in all).
+RETRIES = 5
+RETRY_PAUSE_S = 0.01
 
 
 def save(
@@ -52,7 +58,9 @@ def save(
             from which :func:`restore` can rebuild it with no user code. Models with custom
             layers are recorded too; only rebuilding them needs the code.
         input_shape: the model's input shape (batch axis included), recorded with it.
-        overwrite: replace an existing checkpoint at ``path`` (atomically, too).
+        overwrite: replace an existing checkpoint at ``path`` (atomically, too). Only a funcnet
+            checkpoint (or an empty directory) is replaced: a folder holding other files, a
+            regular file or a link at ``path`` is an error and is left untouched.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -60,7 +68,8 @@ def save(
     Raises:
         TypeError: naming the tree path of a value that cannot be stored (a string, an object
             array, a custom pytree node), or for metadata that is not JSON.
-        FileExistsError: ``path`` exists and ``overwrite`` is false.
+        FileExistsError: ``path`` exists and ``overwrite`` is false, or ``path`` is not a funcnet
+            checkpoint (the message says why); nothing is touched.
         CheckpointWriteError: the file system refused (read-only, disk full); nothing is committed.
     """
     path = Path(path)
@@ -272,10 +281,15 @@ def restore(
 ) -> Restored:
     """Loads a checkpoint written by :func:`save`, after checking everything it can first.
 
-    Order of checks: the manifest (size, SHA-256, JSON, format version, every entry), then the
-    target's structure against it (every mismatching path is listed, nothing is loaded yet), then
-    every file's size and SHA-256; only then are arrays handed to JAX. Nothing in the checkpoint is
-    executed or imported.
+    Order of checks: the manifest (a regular file, never a link; size, SHA-256, JSON, format
+    version, every entry), then the target's structure against it (every mismatching path is
+    listed, nothing is loaded yet), then every array file's kind, size and SHA-256; only then are
+    arrays handed to JAX. Nothing in the checkpoint is executed or imported, and no link inside it
+    is followed (see :mod:`funcnet.checkpoint.layout`).
+
+    A checkpoint that another process replaces or deletes while it is read is read again (up to
+    :data:`RETRIES` times): the result is a whole checkpoint, the old one or the new one, never a
+    mix, and such a race is never reported as corruption.
 
     Args:
         path: a checkpoint directory.
@@ -297,11 +311,33 @@ def restore(
     Raises:
         CheckpointNotFoundError: no checkpoint at ``path``.
         CheckpointCorruptError: naming the file: missing, truncated, failed SHA-256, malformed or
-            crafted.
+            crafted, or a symbolic link, FIFO or other special file in place of one.
+        CheckpointBusyError: another process kept replacing the checkpoint while it was read; try
+            again.
         CheckpointVersionError: written in a newer format.
         CheckpointMismatchError: the target differs; lists every path with expected vs found.
     """
     directory = Path(path)
+    attempt = 0
+    while True:
+        before = storage.identity(directory)
+        try:
+            return _restore_once(directory, like, model, optimizer)
+        except (CheckpointCorruptError, CheckpointNotFoundError, FileNotFoundError, NotADirectoryError) as error:
+            writer = storage.live_writer(directory)
+            if storage.identity(directory) == before and writer is None:
+                raise  # nothing changed while it was read: the failure is the checkpoint's own
+            if attempt == RETRIES:
+                by = f" (process {writer})" if writer is not None else ""
+                raise CheckpointBusyError(
+                    f"checkpoint {directory} is being written: another process{by} replaced or deleted it while it "
+                    f"was read, {RETRIES + 1} times; nothing was loaded. Try again in a moment.") from error
+        time.sleep(RETRY_PAUSE_S * 2**attempt)
+        attempt += 1
+
+
+def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: Any) -> Restored:
+    """One attempt of :func:`restore`: fails if a writer replaces the checkpoint meanwhile."""
     if not directory.exists():
         # An overwriting save killed between its two renames leaves the previous checkpoint under a
         # hidden name; put it back (only leftovers of processes that are gone are touched).
@@ -316,7 +352,9 @@ def restore(
         raise CheckpointNotFoundError(f"no checkpoint at {directory}{hint}.")
     if storage.is_hidden(directory.name):
         raise CheckpointNotFoundError(f"{directory} is an unfinished save's temporary directory, not a checkpoint.")
+    layout.check_manifest_files(directory)
     manifest = fmt.read_manifest(directory)
+    storage.reached("manifest-read", directory)
     saved = manifest["versions"]
     current = fmt.versions()
     changed = [f"{name} {saved.get(name)} -> {current[name]}" for name in ("jax", "jaxlib")
@@ -324,7 +362,7 @@ def restore(
     if changed:
         warnings.warn(f"checkpoint {directory} was written with other versions ({', '.join(changed)}): random streams "
                       "and numerics may differ, so resumed training may not be bit-identical.", RuntimeWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     entries = {e["path"]: e for e in manifest["arrays"]}
     if like is None:
         target = _target_from_manifest(manifest, directory, model, optimizer)
@@ -342,10 +380,16 @@ def restore(
             "to see what the checkpoint holds."
         )
     # Every file is read and verified before any value is handed on.
-    values = {p: fmt.read_array(directory, entries[p]) for p, _ in targets}
+    layout.check_arrays_directory(directory)
+    values = {p: _read_array(directory, entries[p]) for p, _ in targets}
     leaves = [_convert(values[p], entries[p], leaf, p, directory) for p, leaf in targets]
     tree = jax.tree_util.tree_unflatten(treedef, leaves)
     metadata = manifest["metadata"]
     if not isinstance(metadata, dict):
         raise CheckpointCorruptError(f"checkpoint {directory}: metadata is not an object.")
     return Restored(tree, metadata, directory, manifest, model)
+
+
+def _read_array(directory: Path, entry: dict) -> np.ndarray:
+    layout.check_array_file(directory, entry["file"])
+    return fmt.read_array(directory, entry)

@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import io, storage
-from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointError, CheckpointWriteError
+from funcnet.checkpoint import io, layout, storage
+from funcnet.checkpoint.errors import (
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+)
 
 _STEP_DIR = re.compile(r"^step_(\d{1,18})$")
 
@@ -24,6 +29,11 @@ class CheckpointManager:
     deleted before its successor exists; deletion renames a checkpoint to a hidden name first, so
     a crash never leaves a half-deleted checkpoint under a visible name. Leftovers of interrupted
     saves and deletions are removed when a manager is created.
+
+    Several processes may save into one directory (each commit is atomic; pruning skips what
+    another process pruned first) and restore from it while others save (a restore returns a whole
+    checkpoint; one pruned meanwhile gives way to the newer one). Each process prunes by its own
+    ``max_to_keep`` and ``best_metric``.
 
     Args:
         directory: where the checkpoints live (created if missing).
@@ -41,7 +51,8 @@ class CheckpointManager:
                  best_mode: str = "min"):
         if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
                                         or max_to_keep < 1):
-            raise ValueError(f"CheckpointManager: `max_to_keep` must be a positive integer or None, got {max_to_keep!r}.")
+            raise ValueError("CheckpointManager: `max_to_keep` must be a positive integer or None, got "
+                             f"{max_to_keep!r}.")
         if best_mode not in ("min", "max"):
             raise ValueError(f"CheckpointManager: `best_mode` must be 'min' or 'max', got {best_mode!r}.")
         if best_metric is not None and not isinstance(best_metric, str):
@@ -70,7 +81,8 @@ class CheckpointManager:
         steps = []
         for entry in os.scandir(self.directory):
             match = _STEP_DIR.match(entry.name)
-            if match and entry.is_dir() and (Path(entry.path) / fmt.MANIFEST).exists():
+            # A link named like a checkpoint is not one of this manager's (links are never followed).
+            if match and entry.is_dir(follow_symlinks=False) and (Path(entry.path) / fmt.MANIFEST).exists():
                 steps.append(int(match[1]))
         return sorted(steps)
 
@@ -81,6 +93,7 @@ class CheckpointManager:
 
     def metrics(self, step: int) -> dict[str, Any]:
         """The metrics saved with ``step`` (read from its verified manifest)."""
+        layout.check_manifest_files(self.path(step))
         metrics = fmt.read_manifest(self.path(step))["metadata"].get("metrics") or {}
         return metrics if isinstance(metrics, dict) else {}
 
@@ -135,7 +148,7 @@ class CheckpointManager:
             keep.add(best)
         for step in steps:
             if step not in keep:
-                storage.remove(self.path(step))
+                storage.remove(self.path(step))  # tolerates a checkpoint another writer pruned first
 
     def restore(self, step: int, like: Any = None, **kwargs: Any) -> io.Restored:
         """Restores ``step``'s checkpoint; arguments as for :func:`funcnet.checkpoint.restore`."""
@@ -151,15 +164,24 @@ class CheckpointManager:
                 older state is rarely what anyone wants.
         """
         steps = self.steps()
-        for step in reversed(steps):
+        skipped: set[int] = set()
+        corrupt: list[int] = []
+        while candidates := [step for step in steps if step not in skipped]:
+            step = candidates[-1]
             try:
                 return self.restore(step, like, **kwargs)
+            except CheckpointNotFoundError:
+                # Pruned by another process since it was listed, which committed a newer one first.
+                skipped.add(step)
+                steps = self.steps()
             except CheckpointCorruptError as error:
                 if not fallback:
                     raise
                 warnings.warn(f"skipping corrupt checkpoint {self.path(step)}: {error}", RuntimeWarning, stacklevel=2)
-        if steps and fallback:
-            raise CheckpointCorruptError(f"every checkpoint in {self.directory} is corrupt (steps {steps}).")
+                skipped.add(step)
+                corrupt.append(step)
+        if corrupt:
+            raise CheckpointCorruptError(f"every checkpoint in {self.directory} is corrupt (steps {sorted(corrupt)}).")
         return None
 
     def __repr__(self) -> str:
