@@ -7,6 +7,9 @@ wrong with it and what to do, so that a mistake costs seconds, not a training ru
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+from funcnet.checkpoint import layout
 
 __all__ = ["CommandError", "check_cache_dir", "check_data_dir", "check_out"]
 
@@ -63,7 +66,8 @@ def check_out(path: str) -> None:
     _check_folder_path("--out", path, "a folder for the checkpoint, curves and history (a new one, or one from an "
                        "earlier run)")
     checkpoint = os.path.join(path, "checkpoint")
-    if os.path.lexists(checkpoint) and not os.path.isfile(os.path.join(checkpoint, "manifest.json")):
+    # The rule checkpoint.save(overwrite=True) applies, checked before training rather than after it.
+    if layout.why_not_replaceable(Path(checkpoint)) is not None:
         raise CommandError(f"--out {path} holds {checkpoint}, which is not a funcnet checkpoint, and funcnet "
                            "would replace it: choose another --out or move it away.")
     for name in OUTPUTS[1:]:
