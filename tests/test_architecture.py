@@ -127,10 +127,10 @@ def test_every_catalogue_kind_is_in_the_registry():
 
 
 def Custom(name=None):  # noqa: N802
-    def init(key, input_shape):
-        return input_shape, {}, {}
+    def init(key, spec, *, context=None):
+        return spec, {}, {}
 
-    def apply(params, state, x, *, key=None, train=False):
+    def apply(params, state, x, *, key=None, train=False, context=None):
         return x * 2, state
 
     return Layer(init, apply, "Custom", {}, (), name)
