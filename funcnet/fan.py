@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -50,7 +51,10 @@ def FanOut(num: int, name: str | None = None) -> Layer:  # noqa: N802
 
 
 def _streams(specs: Any) -> list[Any]:
-    """The streams a fan-in merges: a tuple or list of at least one pytree, all of one structure."""
+    """The streams a fan-in merges: a tuple or list of at least one pytree, all of one structure, or
+    a dict of them (taken in sorted key order, the order JAX gives a dict's leaves)."""
+    if isinstance(specs, Mapping) and specs:
+        specs = [specs[k] for k in sorted(specs)]
     if not isinstance(specs, (tuple, list)) or not specs:
         raise ShapeError(f"expected a tuple of inputs to merge, got {format_spec(specs)}.",
                          hint="put FanOut(n), branch(...) or parallel(...) before it.")
@@ -61,7 +65,10 @@ def _streams(specs: Any) -> list[Any]:
 
 
 def FanInSum(name: str | None = None) -> Layer:  # noqa: N802
-    """Adds a tuple of inputs of one spec, leaf by leaf: ``(x_0, ..., x_n) -> x_0 + ... + x_n``."""
+    """Adds a tuple of inputs of one spec, leaf by leaf: ``(x_0, ..., x_n) -> x_0 + ... + x_n``.
+
+    A dict of inputs is added too (``parallel({...})``'s output).
+    """
 
     def out_spec(specs: Any) -> Any:
         streams = _streams(specs)
@@ -75,11 +82,14 @@ def FanInSum(name: str | None = None) -> Layer:  # noqa: N802
         return streams[0]
 
     return _stateless("FanInSum", {}, name, out_spec,
-                      lambda xs: jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *xs))
+                      lambda xs: jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *_streams(xs)))
 
 
 def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
-    """Concatenates a tuple of inputs along ``axis`` (default: the last, channels), leaf by leaf."""
+    """Concatenates a tuple of inputs along ``axis`` (default: the last, channels), leaf by leaf.
+
+    A dict of inputs (``parallel({...})``'s output) is concatenated in sorted key order.
+    """
     if not isinstance(axis, int):
         raise ValueError(f"FanInConcat: `axis` must be an integer, got {axis!r}.")
 
@@ -103,4 +113,4 @@ def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
         return jax.tree_util.tree_map_with_path(concat_spec, *streams)
 
     return _stateless("FanInConcat", {"axis": axis}, name, out_spec,
-                      lambda xs: jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=axis), *xs))
+                      lambda xs: jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=axis), *_streams(xs)))

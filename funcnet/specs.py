@@ -126,7 +126,8 @@ def check_dtype(leaf: Any, dtype: Any, name: str = "input") -> None:
         return
     wanted = [getattr(kind, "__name__", str(kind)).rstrip("_") for kind in kinds]
     hint = _DTYPE_HINTS.get(wanted[0])
-    raise InputTypeError(f"expected {name} of a {' or '.join(wanted)} dtype, got {leaf.dtype}.", hint=hint)
+    article = "an" if wanted[0][0] in "aeiou" else "a"
+    raise InputTypeError(f"expected {name} of {article} {' or '.join(wanted)} dtype, got {leaf.dtype}.", hint=hint)
 
 
 def describe_inputs(tree: Any) -> str:

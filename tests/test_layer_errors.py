@@ -176,7 +176,7 @@ def test_float_ids_into_embedding_are_an_input_type_error():
 
 
 @pytest.mark.parametrize(("layer", "dtype", "message"), ids=_id, argvalues=[
-    (fn.Embedding(10, 4), "float32", "expected ids of a integer dtype, got float32.\nHint: pass ids as integers"),
+    (fn.Embedding(10, 4), "float32", "expected ids of an integer dtype, got float32.\nHint: pass ids as integers"),
     (fn.Dense(3), "int32", "expected input of a floating dtype, got int32.\nHint: convert it first"),
     (fn.Conv2D(2, 3), "uint8", "expected input of a floating dtype, got uint8."),
     (fn.MaxPool2D(2), "int32", "expected input of a floating dtype, got int32."),
