@@ -13,6 +13,12 @@ Description format (version 1)::
      "children": [{"kind": "Dense", "name": None, "config": {"units": 8, "activation": "relu",
                    "use_bias": True, "rank": 2}, "children": []}, ...]}
 
+``parallel`` and ``branch`` over a dict record ``{"keys": [...]}`` as their config (the children
+carry the keys as names); ``with_context`` records ``{"names": [...]}``. :func:`document` adds the
+input spec under ``"input_spec"``, each array as ``{"shape": [null, 28, 28, 1], "dtype": "float32"}``
+inside lists (tuples and lists) and dicts, as :func:`spec_to_json` writes it; documents written
+before specs hold a plain shape list under ``"input_shape"``, still read as float32.
+
 What a description cannot hold:
 
 * a user's own layer (its ``kind`` is not in the registry);

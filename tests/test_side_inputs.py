@@ -142,3 +142,16 @@ def test_fit_trains_a_model_with_a_side_input(key):
     metrics = fn.evaluate(model, result.params, result.state, {"x": x, "padding_mask": mask}, y.astype(np.int32),
                           loss="sparse_categorical_crossentropy", batch_size=20)  # ragged last batch, padded
     np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+
+
+def test_with_context_and_dict_branch_round_trip_through_the_architecture_json(key):
+    from funcnet import architecture as arch
+
+    model = fn.with_context(fn.branch({"wide": fn.Dense(4, rank=3), "narrow": fn.Dense(1, rank=3)}), "padding_mask")
+    rebuilt = arch.from_json(arch.to_json(model, SPEC))
+    assert arch.describe(rebuilt) == arch.describe(model)
+    out, params, _ = rebuilt.init(key, SPEC)
+    assert out == {"wide": spec((None, 5, 4)), "narrow": spec((None, 5, 1))}
+    x, mask = sequences(2)
+    np.testing.assert_array_equal(rebuilt.apply(params, {}, {"x": x, "padding_mask": mask})[0]["narrow"],
+                                  model.apply(params, {}, {"x": x, "padding_mask": mask})[0]["narrow"])
