@@ -124,5 +124,8 @@ def test_spec_helpers(key):
     assert fn.spec((-1, 28, 28, 1)) == jax.ShapeDtypeStruct((None, 28, 28, 1), jnp.float32)
     assert fn.spec_of({"ids": jnp.zeros((4, 7), jnp.int32)}) == {"ids": fn.spec((None, 7), "int32")}
     assert fn.as_spec(((None, 5), [fn.spec((2, 3), bool)])) == (fn.spec((None, 5)), [fn.spec((None, 3), bool)])
+    from funcnet.core import traceable
+
+    assert traceable({"a": (None, 3)}, batch_size=2) == {"a": jax.ShapeDtypeStruct((2, 3), jnp.float32)}
     with pytest.raises(fn.ShapeError, match=r"input x\['mask'\] is a str \('no'\), not a spec"):
         fn.as_spec({"mask": "no"})

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from funcnet.core import Array, Context, Key, Layer, MissingKeyError, Params, State, as_spec
+from funcnet.core import Array, Context, Key, Layer, MissingKeyError, Params, State, array_spec
 
 
 def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
@@ -28,7 +28,7 @@ def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
         del key, context
-        return as_spec(input_spec), {}, {}
+        return array_spec(input_spec), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
               train: bool = False, context: Context | None = None) -> tuple[Array, State]:
