@@ -17,14 +17,19 @@ from funcnet.combinators import (
     parallel,
     residual,
     serial,
+    with_context,
 )
 from funcnet.core import (
     InputTypeError,
     Layer,
     LayerError,
+    MissingInputError,
     MissingKeyError,
     ParamsError,
     ShapeError,
+    as_spec,
+    spec,
+    spec_of,
 )
 from funcnet.layers import *  # noqa: F403  (the catalogue; its __all__ is explicit)
 from funcnet.model import count_params, predict_fn, summary
@@ -49,9 +54,12 @@ __version__ = _version("funcnet")
 
 __all__ = [
     # the contract and its errors
-    "Layer", "LayerError", "ShapeError", "InputTypeError", "ParamsError", "MissingKeyError",
+    "Layer", "LayerError", "ShapeError", "InputTypeError", "ParamsError", "MissingKeyError", "MissingInputError",
+    # specs: what init takes and gives
+    "spec", "spec_of", "as_spec",
     # combinators
-    "serial", "Sequential", "parallel", "branch", "residual", "named", "FanOut", "FanInSum", "FanInConcat", "tied",
+    "serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
+    "FanInConcat", "tied",
     # whole models
     "predict_fn", "summary", "count_params",
     # training (more in funcnet.training, funcnet.losses, funcnet.metrics)

@@ -13,6 +13,12 @@ Description format (version 1)::
      "children": [{"kind": "Dense", "name": None, "config": {"units": 8, "activation": "relu",
                    "use_bias": True, "rank": 2}, "children": []}, ...]}
 
+``parallel`` and ``branch`` over a dict record ``{"keys": [...]}`` as their config (the children
+carry the keys as names); ``with_context`` records ``{"names": [...]}``. :func:`document` adds the
+input spec under ``"input_spec"``, each array as ``{"shape": [null, 28, 28, 1], "dtype": "float32"}``
+inside lists (tuples and lists) and dicts, as :func:`spec_to_json` writes it; documents written
+before specs hold a plain shape list under ``"input_shape"``, still read as float32.
+
 What a description cannot hold:
 
 * a user's own layer (its ``kind`` is not in the registry);
@@ -33,12 +39,12 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial
-from funcnet.core import Layer, child_names
+from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial, with_context
+from funcnet.core import Layer, as_spec, child_names, is_shape, spec
 from funcnet.tied import tied
 
 __all__ = ["ARCHITECTURE_VERSION", "NOT_JSON", "ArchitectureError", "describe", "document", "from_json",
-           "rebuild", "registry", "to_json"]
+           "input_spec", "rebuild", "registry", "spec_from_json", "spec_to_json", "to_json"]
 
 #: The version of the description format written by :func:`describe`.
 ARCHITECTURE_VERSION = 1
@@ -79,6 +85,27 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
 
         return make
 
+    def _keyed(fn: Callable[..., Layer]) -> Callable:
+        """parallel and branch: over a tuple (no config), or over a dict (config ``{"keys": [...]}``)."""
+
+        def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+            if set(config) - {"keys"}:
+                raise ValueError(f"takes only a 'keys' config, got {dict(config)!r}")
+            if "keys" not in config:
+                return fn(*children, name=name)
+            keys = config["keys"]
+            if not isinstance(keys, list) or len(keys) != len(children):
+                raise ValueError(f"config 'keys' must list one name per child ({len(children)}), got {keys!r}")
+            return fn(dict(zip(keys, children, strict=True)), name=name)
+
+        return make
+
+    def _with_context(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+        names = config.get("names")
+        if len(children) != 1 or not isinstance(names, list):
+            raise ValueError("takes one child and a 'names' list")
+        return with_context(children[0], *names, name=name)
+
     def _leaf(fn: Callable[..., Layer]) -> Callable:
         def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
             if children:
@@ -89,8 +116,9 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
 
     return {
         "Serial": _no_config(serial),
-        "Parallel": _no_config(parallel),
-        "Branch": _no_config(branch),
+        "Parallel": _keyed(parallel),
+        "Branch": _keyed(branch),
+        "WithContext": _with_context,
         "Residual": _residual,
         "Tied": _tied,
         "FanOut": _leaf(FanOut),
@@ -151,14 +179,56 @@ def describe(model: Layer) -> dict[str, Any]:
     }
 
 
-def to_json(model: Layer, input_shape: Any = None) -> str:
-    """``model``'s description (and optionally its input shape) as a JSON string."""
-    return json.dumps(document(model, input_shape), sort_keys=True)
+def to_json(model: Layer, input_spec: Any = None) -> str:
+    """``model``'s description (and optionally its input spec or shape) as a JSON string."""
+    return json.dumps(document(model, input_spec), sort_keys=True)
 
 
-def document(model: Layer, input_shape: Any = None) -> dict[str, Any]:
-    """The description with its format version and the input shape the model was built for."""
-    return {"version": ARCHITECTURE_VERSION, "input_shape": _json_value(input_shape), "model": describe(model)}
+def document(model: Layer, input_spec: Any = None) -> dict[str, Any]:
+    """The description with its format version and the input spec the model was built for.
+
+    The spec is stored under ``"input_spec"`` as :func:`spec_to_json` writes it (None if not given).
+    """
+    spec_json = None if input_spec is None else spec_to_json(input_spec)
+    return {"version": ARCHITECTURE_VERSION, "input_spec": spec_json, "model": describe(model)}
+
+
+def spec_to_json(tree: Any) -> Any:
+    """A spec (or shape) as JSON: each leaf ``{"shape": [null, 28, 28, 1], "dtype": "float32"}``;
+    tuples and lists become lists, dicts stay dicts, None stays null."""
+    if tree is None:
+        return None
+    if isinstance(tree, Mapping):
+        return {str(k): spec_to_json(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)) and not is_shape(tree):
+        return [spec_to_json(v) for v in tree]
+    leaf = as_spec(tree)
+    return {"shape": list(leaf.shape), "dtype": leaf.dtype.name}
+
+
+def spec_from_json(value: Any) -> Any:
+    """Inverse of :func:`spec_to_json` (lists come back as tuples); also reads the plain shape lists
+    (``[null, 784]``, float32) that older descriptions recorded."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping) and set(value) == {"shape", "dtype"}:
+        return spec(value["shape"], value["dtype"])
+    if isinstance(value, Mapping):
+        return {k: spec_from_json(v) for k, v in value.items()}
+    if is_shape(value):
+        return spec(value)
+    if isinstance(value, list):
+        return tuple(spec_from_json(v) for v in value)
+    raise ArchitectureError(f"malformed input spec in architecture description: {value!r:.100}")
+
+
+def input_spec(description: Mapping[str, Any] | None) -> Any:
+    """The input spec a :func:`document` records (None if none): ``"input_spec"``, or the
+    ``"input_shape"`` that descriptions written before specs hold."""
+    if not description:
+        return None
+    recorded = description.get("input_spec", description.get("input_shape"))
+    return spec_from_json(recorded)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,45 +1,61 @@
-"""Combinators: layers made of layers.
+"""Combinators: layers made of layers, over any pytree of inputs.
 
 Every combinator hands each child its own params and state (by the child's name), the ``train``
-flag and its own key (``fold_in(key, position)``), and reports errors with the child's place.
-A child's name is the one the user gave (``name=`` or :func:`named`), else ``<kind>_<count>``
-counted per kind within the container: ``serial(Dense(8), Relu(), Dense(2))`` has params
-``{"dense_0": ..., "dense_1": ...}`` (layers without params or state take no entry).
+flag, the ``context`` (side inputs, unchanged) and its own key (``fold_in(key, position)``), and
+reports errors with the child's place. A child's name is the one the user gave (``name=`` or
+:func:`named`, or its key in ``parallel({...})``), else ``<kind>_<count>`` counted per kind within
+the container: ``serial(Dense(8), Relu(), Dense(2))`` has params ``{"dense_0": ..., "dense_1": ...}``
+(layers without params or state take no entry).
+
+Inputs and outputs are pytrees (tuples, lists, dicts of arrays): ``serial`` threads whatever its
+children take and give, ``parallel`` and ``branch`` work over tuples or dicts, ``residual`` and the
+fan-ins add or concatenate leaf by leaf, and errors name the leaf (``x['mask']``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 
 from funcnet.core import (
+    Context,
     Key,
     Layer,
     LayerError,
     Params,
     ParamsError,
     ShapeError,
+    Spec,
     State,
+    as_spec,
     child_key,
     child_names,
+    describe_inputs,
     format_shape,
+    format_spec,
 )
+from funcnet.fan import FanInConcat, FanInSum, FanOut
+from funcnet.side_inputs import with_context
+
+__all__ = ["serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
+           "FanInConcat"]
 
 
 @contextlib.contextmanager
 def _located(names: Sequence[str], layers: Sequence[Layer], position: int, source: int | None,
              model_input: Any) -> Iterator[None]:
-    """Adds the failing child's place, and the sibling that produced its input, to a LayerError."""
+    """Adds the failing child's place, the sibling that produced its input, and the model's input
+    (a spec or the arrays) to a LayerError."""
     try:
         yield
     except LayerError as error:
         error.locate(names[position], layers[position].kind, position)
         if source is not None:
             error.set_source(names[source], layers[source].kind, source)
-        error.model_input = format_shape(model_input)
+        error.model_input = format_spec(model_input)
         raise
 
 
@@ -73,6 +89,19 @@ def _children(layers: tuple) -> tuple[Layer, ...]:
     return layers
 
 
+def _keyed_children(layers: tuple, owner: str) -> tuple[tuple[Layer, ...], list[str] | None]:
+    """``f({"a": la, "b": lb})`` gives children named by their keys and the keys; else ``f(*layers)``."""
+    if len(layers) != 1 or not isinstance(layers[0], Mapping):
+        return _children(layers), None
+    keys = list(layers[0])
+    for key in keys:
+        if not isinstance(key, str) or not key or "/" in key:
+            raise ValueError(f"{owner}: dict keys name the children and must be non-empty strings without "
+                             f"'/', got {key!r}.")
+    children = _children(tuple(layers[0].values()))
+    return tuple(child._replace(name=key) for key, child in zip(keys, children, strict=True)), keys
+
+
 def serial(*layers: Layer, name: str | None = None) -> Layer:
     """Chains layers: each one's output is the next one's input.
 
@@ -81,30 +110,31 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
         name: this layer's name in an enclosing model.
 
     Returns:
-        A Layer. Input shape: that of the first layer; output shape: that of the last.
+        A Layer. Input spec: that of the first layer (any pytree); output spec: that of the last.
         Params and state: ``{child_name: child_params}`` for children that have any.
     """
     layers = _children(layers)
     names = child_names(layers)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        params, state, shape = {}, {}, input_shape
+    def init(key: Key, input_spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        params, state = {}, {}
+        model_input = spec = as_spec(input_spec)
         for i, (child_name, child) in enumerate(zip(names, layers, strict=True)):
-            with _located(names, layers, i, i - 1 if i else None, input_shape):
-                shape, child_params, child_state = child.init(child_key(key, i), shape)
+            with _located(names, layers, i, i - 1 if i else None, model_input):
+                spec, child_params, child_state = child.init(child_key(key, i), spec, context=context)
             _collect(params, child_name, child_params)
             _collect(state, child_name, child_state)
-        return shape, params, state
+        return spec, params, state
 
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
+    def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
+              context: Context | None = None) -> tuple[Any, State]:
         _check_children_keys(params, names, "params")
         _check_children_keys(state, names, "state")
-        model_input, new_state = _shapes(x), {}
+        model_input, new_state = x, {}
         for i, (child_name, child) in enumerate(zip(names, layers, strict=True)):
             with _located(names, layers, i, i - 1 if i else None, model_input):
                 x, child_state = child.apply(params.get(child_name, {}), state.get(child_name, {}), x,
-                                             key=child_key(key, i), train=train)
+                                             key=child_key(key, i), train=train, context=context)
             _collect(new_state, child_name, child_state)
         return x, new_state
 
@@ -116,82 +146,122 @@ def Sequential(layers: Sequence[Layer], name: str | None = None) -> Layer:  # no
     return serial(*layers, name=name)
 
 
-def _shapes(x: Any) -> Any:
-    return tuple(x.shape) if hasattr(x, "shape") else tuple(_shapes(item) for item in x)
-
-
-def _check_tuple_input(x: Any, n: int, what: str) -> None:
+def _split_input(x: Any, n: int, keys: list[str] | None, what: str) -> list[Any]:
+    """The n inputs of a parallel layer, from a tuple/list of n (or a dict with exactly ``keys``)."""
+    if keys is not None:
+        if not isinstance(x, Mapping) or sorted(x) != sorted(keys):
+            got = f"a dict with keys {sorted(x)}" if isinstance(x, Mapping) else format_spec(x)
+            raise ShapeError(f"expected a dict of {what} with keys {sorted(keys)}, got {got}.",
+                             hint="give one entry per child, by the same names as in parallel({...}).")
+        return [x[k] for k in keys]
     if not isinstance(x, (tuple, list)) or len(x) != n:
-        got = f"a tuple of {len(x)}" if isinstance(x, (tuple, list)) else format_shape(_shapes(x))
+        got = describe_inputs(x) if isinstance(x, (tuple, list, Mapping)) else format_spec(x)
         raise ShapeError(f"expected a tuple of {n} {what}, got {got}.",
                          hint="put FanOut(n) or branch(...) before it to make several inputs from one.")
+    return list(x)
+
+
+def _join_output(outputs: list[Any], keys: list[str] | None) -> Any:
+    return tuple(outputs) if keys is None else dict(zip(keys, outputs, strict=True))
 
 
 def parallel(*layers: Layer, name: str | None = None) -> Layer:
     """Applies the i-th layer to the i-th input: ``(x_0, ..., x_n) -> (f_0(x_0), ..., f_n(x_n))``.
 
+    Also over dicts: ``parallel({"image": a, "meta": b})`` maps ``{"image": x, "meta": m}`` to
+    ``{"image": a(x), "meta": b(m)}``; the keys are the children's names in params, state and the
+    architecture JSON.
+
     Args:
-        *layers: one layer per input (a single list is accepted too).
+        *layers: one layer per input (a single list is accepted too), or a single dict of them.
         name: this layer's name in an enclosing model.
 
     Returns:
-        A Layer taking a tuple of n inputs (and n input shapes at init) and giving a tuple of n
-        outputs. Params and state: ``{child_name: child_params}``.
+        A Layer taking a tuple (or list) of n inputs, or a dict with the given keys, and giving a
+        tuple of n outputs, or a dict. Params and state: ``{child_name: child_params}``.
     """
-    layers = _children(layers)
+    layers, keys = _keyed_children(layers, "parallel")
     names = child_names(layers)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        _check_tuple_input(input_shape, len(layers), "input shapes")
-        params, state, shapes = {}, {}, []
+    def init(key: Key, input_spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        spec = as_spec(input_spec)
+        inputs = _split_input(spec, len(layers), keys, "input specs")
+        params, state, specs = {}, {}, []
         for i, (child_name, child) in enumerate(zip(names, layers, strict=True)):
-            with _located(names, layers, i, None, input_shape):
-                shape, child_params, child_state = child.init(child_key(key, i), input_shape[i])
-            shapes.append(shape)
+            with _located(names, layers, i, None, spec):
+                out, child_params, child_state = child.init(child_key(key, i), inputs[i], context=context)
+            specs.append(out)
             _collect(params, child_name, child_params)
             _collect(state, child_name, child_state)
-        return tuple(shapes), params, state
+        return _join_output(specs, keys), params, state
 
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
-        _check_tuple_input(x, len(layers), "inputs")
+    def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
+              context: Context | None = None) -> tuple[Any, State]:
+        inputs = _split_input(x, len(layers), keys, "inputs")
         _check_children_keys(params, names, "params")
         _check_children_keys(state, names, "state")
         outputs, new_state = [], {}
         for i, (child_name, child) in enumerate(zip(names, layers, strict=True)):
-            with _located(names, layers, i, None, _shapes(x)):
-                y, child_state = child.apply(params.get(child_name, {}), state.get(child_name, {}),
-                                             x[i], key=child_key(key, i), train=train)
+            with _located(names, layers, i, None, x):
+                y, child_state = child.apply(params.get(child_name, {}), state.get(child_name, {}), inputs[i],
+                                             key=child_key(key, i), train=train, context=context)
             outputs.append(y)
             _collect(new_state, child_name, child_state)
-        return tuple(outputs), new_state
+        return _join_output(outputs, keys), new_state
 
-    return Layer(init, apply, "Parallel", {}, layers, name)
+    config = {} if keys is None else {"keys": keys}
+    return Layer(init, apply, "Parallel", config, layers, name)
 
 
 def branch(*layers: Layer, name: str | None = None) -> Layer:
     """Applies every layer to the same input: ``x -> (f_0(x), ..., f_n(x))``.
 
-    Equivalent to ``serial(FanOut(n), parallel(*layers))`` with flatter parameter names.
+    Equivalent to ``serial(FanOut(n), parallel(*layers))`` with flatter parameter names;
+    ``branch({"a": f, "b": g})`` gives ``{"a": f(x), "b": g(x)}``, names as in :func:`parallel`.
 
     Returns:
-        A Layer giving a tuple of n outputs. Params and state: ``{child_name: child_params}``.
+        A Layer giving a tuple of n outputs (or a dict). Params and state: ``{child_name: child_params}``.
     """
-    layers = _children(layers)
-    inner = parallel(*layers)
+    layers, keys = _keyed_children(layers, "branch")
+    inner = parallel(dict(zip(keys, layers, strict=True))) if keys is not None else parallel(*layers)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        return inner.init(key, (input_shape,) * len(layers))
+    def copies(x: Any) -> Any:
+        return (x,) * len(layers) if keys is None else {k: x for k in keys}
 
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
-        return inner.apply(params, state, (x,) * len(layers), key=key, train=train)
+    def init(key: Key, input_spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        return inner.init(key, copies(as_spec(input_spec)), context=context)
 
-    return Layer(init, apply, "Branch", {}, layers, name)
+    def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
+              context: Context | None = None) -> tuple[Any, State]:
+        return inner.apply(params, state, copies(x), key=key, train=train, context=context)
+
+    config = {} if keys is None else {"keys": keys}
+    return Layer(init, apply, "Branch", config, layers, name)
+
+
+def _leaf_name(path: Any) -> str:
+    return "output" + jax.tree_util.keystr(path) if path else "output"
+
+
+def _check_leafwise_sum(first: Any, second: Any, first_what: str, second_what: str, hint: str | None) -> None:
+    """Raises ShapeError unless two pytrees (specs or arrays) have one structure and, leaf by leaf,
+    one shape past the batch axis."""
+    first_tree, second_tree = jax.tree.structure(first), jax.tree.structure(second)
+    if first_tree != second_tree:
+        raise ShapeError(f"{first_what} {format_spec(first)} and {second_what} {format_spec(second)} have "
+                         "different structures and cannot be added.", hint=hint)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(first), jax.tree.leaves(second), strict=True):
+        if tuple(a.shape[1:]) != tuple(b.shape[1:]):
+            where = f" at {_leaf_name(path)}" if path else ""
+            raise ShapeError(f"{first_what}{where} {format_shape(tuple(a.shape))} cannot be added to "
+                             f"{second_what}'s {format_shape(tuple(b.shape))}.", hint=hint)
 
 
 def residual(*layers: Layer, shortcut: Layer | None = None, name: str | None = None) -> Layer:
     """A residual block: ``x -> body(x) + shortcut(x)``, with ``body = serial(*layers)``.
+
+    The sum is leaf by leaf when the body gives a pytree: body and shortcut must give the same
+    structure, with the same shapes past the batch axis leaf by leaf.
 
     Args:
         *layers: the body, applied in order.
@@ -200,7 +270,7 @@ def residual(*layers: Layer, shortcut: Layer | None = None, name: str | None = N
         name: this layer's name in an enclosing model.
 
     Returns:
-        A Layer whose output shape is the body's, which must equal the shortcut's. Params and
+        A Layer whose output spec is the body's, which must match the shortcut's. Params and
         state: the body's entries (named as in :func:`serial`) plus ``"shortcut"`` if given.
     """
     layers = _children(layers)
@@ -208,41 +278,36 @@ def residual(*layers: Layer, shortcut: Layer | None = None, name: str | None = N
     shortcut_layers = (shortcut._replace(name="shortcut"),) if shortcut is not None else ()
     names = child_names(layers + shortcut_layers)
     shortcut_index = len(layers)
+    hint = "give residual a `shortcut=` layer that maps the input to the body's output shape."
 
-    def check_sum(body_shape: Any, skip_shape: Any) -> None:
-        if tuple(body_shape[1:]) != tuple(skip_shape[1:]):
-            raise ShapeError(
-                f"the body's output {format_shape(body_shape)} cannot be added to the shortcut's "
-                f"{format_shape(skip_shape)}.",
-                hint="give residual a `shortcut=` layer that maps the input to the body's output shape.",
-            )
-
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        shape, params, state = body.init(key, input_shape)
-        skip_shape = input_shape
+    def init(key: Key, input_spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        skip_spec = model_input = as_spec(input_spec)
+        out_spec, params, state = body.init(key, model_input, context=context)
         if shortcut is not None:
-            with _located(names, layers + shortcut_layers, shortcut_index, None, input_shape):
-                skip_shape, skip_params, skip_state = shortcut.init(child_key(key, shortcut_index), input_shape)
+            with _located(names, layers + shortcut_layers, shortcut_index, None, model_input):
+                skip_spec, skip_params, skip_state = shortcut.init(child_key(key, shortcut_index), model_input,
+                                                                   context=context)
             _collect(params, "shortcut", skip_params)
             _collect(state, "shortcut", skip_state)
-        check_sum(shape, skip_shape)
-        return shape, params, state
+        _check_leafwise_sum(out_spec, skip_spec, "the body's output", "the shortcut", hint)
+        return out_spec, params, state
 
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
+    def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
+              context: Context | None = None) -> tuple[Any, State]:
         _check_children_keys(params, names, "params")
         _check_children_keys(state, names, "state")
         body_params = {k: v for k, v in params.items() if k != "shortcut"}
         body_state = {k: v for k, v in state.items() if k != "shortcut"}
-        y, new_state = body.apply(body_params, body_state, x, key=key, train=train)
+        y, new_state = body.apply(body_params, body_state, x, key=key, train=train, context=context)
         skip = x
         if shortcut is not None:
-            with _located(names, layers + shortcut_layers, shortcut_index, None, _shapes(x)):
+            with _located(names, layers + shortcut_layers, shortcut_index, None, x):
                 skip, skip_state = shortcut.apply(params.get("shortcut", {}), state.get("shortcut", {}), x,
-                                                  key=child_key(key, shortcut_index), train=train)
+                                                  key=child_key(key, shortcut_index), train=train,
+                                                  context=context)
             _collect(new_state, "shortcut", skip_state)
-        check_sum(y.shape, skip.shape)
-        return y + skip.astype(y.dtype), new_state
+        _check_leafwise_sum(y, skip, "the body's output", "the shortcut", hint)
+        return jax.tree.map(lambda a, b: a + b.astype(a.dtype), y, skip), new_state
 
     return Layer(init, apply, "Residual", {"shortcut": shortcut is not None}, layers + shortcut_layers, name)
 
@@ -252,68 +317,3 @@ def named(name: str, layer: Layer) -> Layer:
     if not isinstance(name, str) or not name or "/" in name:
         raise ValueError(f"named: `name` must be a non-empty string without '/', got {name!r}.")
     return layer._replace(name=name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Fan-out and fan-in: parameter-free layers that make or merge several streams.
-
-
-def _stateless(kind: str, config: dict, name: str | None, out_shape, fn) -> Layer:
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return out_shape(input_shape), {}, {}
-
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
-        del key, train
-        if params:
-            raise ParamsError(f"this layer has no parameters, got entries {sorted(params)}.")
-        out_shape(_shapes(x))
-        return fn(x), state
-
-    return Layer(init, apply, kind, config, (), name)
-
-
-def FanOut(num: int, name: str | None = None) -> Layer:  # noqa: N802
-    """Copies its input into a tuple of ``num`` streams: ``x -> (x,) * num``."""
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"FanOut: `num` must be a positive integer, got {num!r}.")
-    return _stateless("FanOut", {"num": num}, name, lambda shape: (shape,) * num, lambda x: (x,) * num)
-
-
-def _same_shapes(shapes: Any, kind: str) -> None:
-    if not isinstance(shapes, tuple) or not shapes or not all(isinstance(s, tuple) for s in shapes):
-        raise ShapeError(f"expected a tuple of input shapes, got {format_shape(shapes)}.",
-                         hint="put FanOut(n), branch(...) or parallel(...) before it.")
-
-
-def FanInSum(name: str | None = None) -> Layer:  # noqa: N802
-    """Adds a tuple of inputs of one shape: ``(x_0, ..., x_n) -> x_0 + ... + x_n``."""
-
-    def out_shape(shapes: Any) -> Any:
-        _same_shapes(shapes, "FanInSum")
-        if any(tuple(s[1:]) != tuple(shapes[0][1:]) for s in shapes):
-            raise ShapeError(f"inputs must share one shape to be added, got {', '.join(map(format_shape, shapes))}.")
-        return shapes[0]
-
-    return _stateless("FanInSum", {}, name, out_shape, lambda xs: sum(xs[1:], xs[0]))
-
-
-def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
-    """Concatenates a tuple of inputs along ``axis`` (default: the last, channels)."""
-    if not isinstance(axis, int):
-        raise ValueError(f"FanInConcat: `axis` must be an integer, got {axis!r}.")
-
-    def out_shape(shapes: Any) -> Any:
-        _same_shapes(shapes, "FanInConcat")
-        rank = len(shapes[0])
-        if not -rank < axis < rank or axis % rank == 0:
-            raise ShapeError(f"cannot concatenate along axis {axis} of inputs of rank {rank} (axis 0 is the batch).")
-        ax = axis % rank
-        rest = [tuple(d for i, d in enumerate(s) if i not in (0, ax)) for s in shapes]
-        if any(len(s) != rank for s in shapes) or any(r != rest[0] for r in rest):
-            raise ShapeError(f"inputs must agree on every axis but {axis}, got "
-                             f"{', '.join(map(format_shape, shapes))}.")
-        return shapes[0][:ax] + (sum(s[ax] for s in shapes),) + shapes[0][ax + 1:]
-
-    return _stateless("FanInConcat", {"axis": axis}, name, out_shape, lambda xs: jnp.concatenate(xs, axis=axis))

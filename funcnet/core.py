@@ -2,16 +2,33 @@
 
 A layer is a :class:`Layer`: a pair of pure functions plus a description of itself.
 
-``init(key, input_shape) -> (output_shape, params, state)``
-    Builds parameters and layer state from a shape alone; it never sees data. ``input_shape``
-    includes the leading batch dimension, whose size does not matter (``-1`` is fine), and is
-    passed through to ``output_shape``. Layers with several inputs (fan-in, ``parallel``) take a
-    tuple of shapes.
+Specs
+    A *spec* describes a model's input or output without data: a pytree (tuples, lists, dicts,
+    ``None`` for an absent entry) of ``jax.ShapeDtypeStruct`` leaves whose batch axis (axis 0) is
+    ``None``. :func:`spec` builds one leaf (``fn.spec((None, 28, 28, 1), "float32")``),
+    :func:`spec_of` gives the spec of concrete arrays. Wherever a spec is taken, a plain shape
+    tuple (items all int or None, such as ``(None, 784)``; a batch size of ``-1`` or any number is
+    read as None) stands for a float32 array of that shape, so ``model.init(key, (None, 784))``
+    works as it reads.
 
-``apply(params, state, x, *, key=None, train=False) -> (y, new_state)``
-    Runs the layer. ``key`` is a ``jax.random`` key, needed only by random layers (Dropout) when
-    ``train=True``; ``train`` switches training behaviour (Dropout drops, BatchNorm uses batch
-    statistics and updates its running ones). Layers without state return the state they got.
+``init(key, spec, *, context=None) -> (output_spec, params, state)``
+    Builds parameters and layer state from a spec alone; it never sees data. The output spec is
+    a spec too (batch axis None). A layer with one input calls :func:`array_spec` first, which
+    checks that it got exactly one array and, where the layer cares, its dtype; layers with
+    several inputs take a tuple, list or dict of specs.
+
+``apply(params, state, x, *, key=None, train=False, context=None) -> (y, new_state)``
+    Runs the layer on ``x``, any pytree of arrays matching the spec given to ``init``. ``key`` is
+    a ``jax.random`` key, needed only by random layers (Dropout) when ``train=True``; ``train``
+    switches training behaviour (Dropout drops, BatchNorm uses batch statistics and updates its
+    running ones). Layers without state return the state they got.
+
+``context``: side inputs
+    A mapping from names to side inputs (a padding mask, a conditioning vector): to arrays at
+    apply, to their specs at init. Combinators pass it unchanged to every child, like ``key``
+    and ``train``; :func:`funcnet.with_context` moves named entries of a dict input into it, so a
+    layer deep in a stack reads ``side_input(context, "padding_mask", kind)`` without every block
+    threading tuples.
 
 Invariants every layer keeps:
 
@@ -19,27 +36,56 @@ Invariants every layer keeps:
   ``jax.vmap`` apply to it directly.
 * ``params`` and ``state`` are plain nested dicts of arrays with readable names
   (``{"dense_0": {"w": ..., "b": ...}}``); a layer without any returns ``{}``.
-* The output of ``apply`` has the shape ``init`` returned (with the actual batch size).
-* Batch convention: the leading axis is the batch; images are channels-last (NHWC, and NWC / NDHWC
-  for 1-D / 3-D). Each example's result depends on that example alone (BatchNorm in training
-  mode is the documented exception).
+* The output of ``apply`` has the structure, shapes and dtypes of the spec ``init`` returned
+  (with the actual batch size).
+* Batch convention: the leading axis of every array is the batch; images are channels-last
+  (NHWC, and NWC / NDHWC for 1-D / 3-D). Each example's result depends on that example alone
+  (BatchNorm in training mode is the documented exception).
 * Compute dtype follows the input: parameters are stored in float32 and cast to the input's
   floating dtype, so bfloat16 inputs give bfloat16 outputs.
-* Combinators hand every child the ``train`` flag, its own slice of ``params`` and ``state``, and
-  its own key, derived as ``jax.random.fold_in(key, position)``: deterministic and never reused.
+* Combinators hand every child the ``train`` flag, the ``context``, its own slice of ``params``
+  and ``state``, and its own key, derived as ``jax.random.fold_in(key, position)``: deterministic
+  and never reused.
 
-Errors: shape and parameter problems raise :class:`LayerError` subclasses while the model is
-built or traced, never as raw XLA errors; combinators add where in the model they happened.
+Errors: shape, dtype and parameter problems raise :class:`LayerError` subclasses while the model
+is built or traced, never as raw XLA errors; combinators add where in the model they happened
+(the failing layer's path and the path of the layer that produced its input). A dtype problem
+(:class:`InputTypeError`) is a :class:`ShapeError` too: the dtype is part of the spec.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+
+# The errors and the spec helpers live in their own modules; they are part of this contract, and
+# layer authors import them from here.
+from funcnet.errors import (  # noqa: F401
+    InputTypeError,
+    LayerError,
+    MissingInputError,
+    MissingKeyError,
+    ParamsError,
+    ShapeError,
+)
+from funcnet.specs import (  # noqa: F401
+    Context,
+    Spec,
+    array_spec,
+    as_spec,
+    check_dtype,
+    describe_inputs,
+    format_shape,
+    format_spec,
+    is_shape,
+    side_input,
+    spec,
+    spec_of,
+    traceable,
+)
 
 Array = jax.Array
 Key = jax.Array
@@ -50,13 +96,14 @@ Initializer = Callable[..., Array]
 
 
 class InitFn(Protocol):
-    def __call__(self, key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        """Returns ``(output_shape, params, state)`` for ``input_shape``."""
+    def __call__(self, key: Key, spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        """Returns ``(output_spec, params, state)`` for the input ``spec``."""
 
 
 class ApplyFn(Protocol):
     def __call__(
-        self, params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False
+        self, params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
+        context: Context | None = None,
     ) -> tuple[Any, State]:
         """Returns ``(output, new_state)``."""
 
@@ -65,8 +112,8 @@ class Layer(NamedTuple):
     """A layer: its two pure functions and a description of itself.
 
     Attributes:
-        init: ``(key, input_shape) -> (output_shape, params, state)``.
-        apply: ``(params, state, x, *, key=None, train=False) -> (output, new_state)``.
+        init: ``(key, spec, *, context=None) -> (output_spec, params, state)``.
+        apply: ``(params, state, x, *, key=None, train=False, context=None) -> (output, new_state)``.
         kind: the constructor's name (``"Dense"``); default names derive from it (``dense_0``).
         config: the constructor's arguments that define the architecture, as JSON-able values.
         children: sublayers, for combinators.
@@ -79,81 +126,6 @@ class Layer(NamedTuple):
     config: Mapping[str, Any] = {}
     children: tuple[Layer, ...] = ()
     name: str | None = None
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-
-
-@dataclasses.dataclass
-class _Where:
-    """One step of the path from the model to the failing layer."""
-
-    name: str
-    kind: str
-    position: int | None
-
-
-class LayerError(Exception):
-    """A problem with a layer's input, parameters or configuration, reported with its place.
-
-    Combinators catch it on the way out and record which child it came from (``locate``) and
-    which sibling produced that child's input (``set_source``), so the final message names the
-    full path, the position and the producing layer.
-    """
-
-    def __init__(self, detail: str, *, hint: str | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.hint = hint
-        self.path: list[_Where] = []
-        self.source: _Where | None = None
-        self.model_input: Any = None
-
-    def locate(self, name: str, kind: str, position: int | None) -> LayerError:
-        self.path.insert(0, _Where(name, kind, position))
-        return self
-
-    def set_source(self, name: str, kind: str, position: int) -> None:
-        if self.source is None:
-            self.source = _Where(name, kind, position)
-
-    def __str__(self) -> str:
-        lines = []
-        if self.path:
-            leaf = self.path[-1]
-            where = f"Layer '{'/'.join(w.name for w in self.path)}' ({leaf.kind}"
-            if leaf.position is not None:
-                where += f", position {leaf.position} in its container"
-            lines.append(f"{where}): {self.detail}")
-        else:
-            lines.append(self.detail)
-        if self.source is not None:
-            lines.append(
-                f"Its input was produced by '{self.source.name}' ({self.source.kind}, "
-                f"position {self.source.position})."
-            )
-        if self.model_input is not None:
-            lines.append(f"The model's input had shape {self.model_input}.")
-        if self.hint:
-            lines.append(f"Hint: {self.hint}")
-        return "\n".join(lines)
-
-
-class ShapeError(LayerError, ValueError):
-    """An input or parameter has a shape the layer cannot take."""
-
-
-class InputTypeError(LayerError, TypeError):
-    """An input has a dtype the layer cannot take (integer images into Dense, say)."""
-
-
-class ParamsError(LayerError, ValueError):
-    """``params`` or ``state`` do not have the structure the layer was built with."""
-
-
-class MissingKeyError(LayerError, ValueError):
-    """A random layer was applied with ``train=True`` but no ``key``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,14 +185,6 @@ def get_params(params: Params, names: Sequence[str]) -> list[Array]:
             hint="were these params made by init of the same model?",
         )
     return [params[n] for n in names]
-
-
-def format_shape(shape: Any) -> str:
-    """Formats a shape as ``(N, 28, 28, 1)``, showing a batch size of -1 or None as ``N``."""
-    if isinstance(shape, tuple) and shape and all(isinstance(d, (int, str, type(None))) for d in shape):
-        dims = ["N" if i == 0 and (d is None or d == -1) else str(d) for i, d in enumerate(shape)]
-        return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-    return repr(shape)
 
 
 def as_compute(param: Array, x: Array) -> Array:

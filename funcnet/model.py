@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from funcnet.core import Array, Layer, Params, State, child_names, format_shape
+from funcnet.core import Array, Layer, Params, Spec, State, as_spec, child_names, format_spec
 
 
 def predict_fn(model: Layer, state: State | None = None, *, jit: bool = True) -> Callable[[Params, Any], Any]:
@@ -38,47 +38,49 @@ def count_params(tree: Params | State) -> int:
     return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree))
 
 
-def _abstract_init(layer: Layer, input_shape: Any) -> tuple[Any, Params, State]:
-    """``layer.init`` without computing any array: shapes and dtypes only."""
+def _abstract_init(layer: Layer, input_spec: Spec) -> tuple[Spec, Params, State]:
+    """``layer.init`` without computing any array: specs, shapes and dtypes only."""
     box = {}
 
     def run(key: Array) -> tuple[Params, State]:
-        box["shape"], params, state = layer.init(key, input_shape)
+        box["spec"], params, state = layer.init(key, input_spec)
         return params, state
 
     params, state = jax.eval_shape(run, jax.random.key(0))
-    return box["shape"], params, state
+    return box["spec"], params, state
 
 
-def _rows(layer: Layer, path: str, input_shape: Any, rows: list) -> Any:
-    """Appends ``(path, kind, output shape, params, state)`` rows; returns the output shape."""
+def _rows(layer: Layer, path: str, input_spec: Spec, rows: list) -> Spec:
+    """Appends ``(path, kind, output spec, params, state)`` rows; returns the output spec."""
     if layer.kind == "Serial":
-        shape = input_shape
+        spec = input_spec
         for child_name, child in zip(child_names(layer.children), layer.children, strict=True):
-            shape = _rows(child, f"{path}/{child_name}" if path else child_name, shape, rows)
-        return shape
-    shape, params, state = _abstract_init(layer, input_shape)
-    rows.append((path or layer.kind.lower(), layer.kind, format_shape(shape), count_params(params),
+            spec = _rows(child, f"{path}/{child_name}" if path else child_name, spec, rows)
+        return spec
+    spec, params, state = _abstract_init(layer, input_spec)
+    rows.append((path or layer.kind.lower(), layer.kind, format_spec(spec), count_params(params),
                  count_params(state)))
-    return shape
+    return spec
 
 
-def summary(model: Layer, input_shape: Any) -> str:
-    """A table of the model's layers: name, kind, output shape and parameter count, with totals.
+def summary(model: Layer, input_spec: Any) -> str:
+    """A table of the model's layers: name, kind, output spec and parameter count, with totals.
 
     Nested ``serial`` models are expanded (names are paths, ``block/dense_0``); other
     combinators are one row each. Nothing is computed: shapes come from ``jax.eval_shape``.
 
     Args:
         model: the model.
-        input_shape: its input shape, batch axis included (``(None, 28, 28, 1)``).
+        input_spec: its input spec (see :mod:`funcnet.core`), or a shape with the batch axis
+            (``(None, 28, 28, 1)``, read as float32).
 
     Returns:
         The table as a string; print it.
     """
     rows: list = []
-    _rows(model, "", input_shape, rows)
-    header = ("Layer", "Kind", "Output shape", "Params")
+    input_spec = as_spec(input_spec)
+    _rows(model, "", input_spec, rows)
+    header = ("Layer", "Kind", "Output", "Params")
     table = [header] + [(r[0], r[1], r[2], f"{r[3]:,}") for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(4)]
     rule = "-" * (sum(widths) + 6)
@@ -88,6 +90,6 @@ def summary(model: Layer, input_shape: Any) -> str:
 
     trainable, state = sum(r[3] for r in rows), sum(r[4] for r in rows)
     lines = [line(header), rule, *(line(r) for r in table[1:]), rule,
-             f"Input shape: {format_shape(input_shape)}",
+             f"Input: {format_spec(input_spec)}",
              f"Parameters: {trainable:,}", f"State values (not trained): {state:,}"]
     return "\n".join(lines)

@@ -166,10 +166,7 @@ def tied(model: Layer, ties: Mapping[str, Any], *, name: str | None = None) -> L
     ties = _normalize(ties)
 
     def init(key: Key, spec: Any, *, context: Any = None) -> tuple[Any, Params, State]:
-        if context is None:
-            out, params, state = model.init(key, spec)
-        else:
-            out, params, state = model.init(key, spec, context=context)
+        out, params, state = model.init(key, spec, context=context)
         for destination, (source, transform) in ties.items():
             _check_tie(destination, source, transform, params)
         for destination in ties:
@@ -187,8 +184,6 @@ def tied(model: Layer, ties: Mapping[str, Any], *, name: str | None = None) -> L
                 raise ParamsError(f"params lack '{source}', the source of the tie '{destination}'.",
                                   hint=_FROM_THIS_INIT)
             full = _with(full, destination.split("/"), _transformed(_lookup(params, source, "source"), transform))
-        if context is None:
-            return model.apply(full, state, x, key=key, train=train)
         return model.apply(full, state, x, key=key, train=train, context=context)
 
     return Layer(init, apply, "Tied", {"ties": dict(ties)}, (model,), name)

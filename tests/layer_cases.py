@@ -41,6 +41,11 @@ class LayerCase:
     train_reference: Callable | None = None
     random_in_training: bool = False
 
+    @property
+    def input_spec(self):
+        """The spec ``init`` takes: ``input_shape`` with the batch axis None, int32 ids or float32."""
+        return fn.spec(self.input_shape, "int32" if self.int_input is not None else "float32")
+
 
 BASIC = [
     LayerCase("dense", lambda: fn.Dense(5), (3, 4), ref.dense),

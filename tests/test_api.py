@@ -9,8 +9,9 @@ import pathlib
 import funcnet as fn
 
 PUBLIC = sorted("""
-Layer LayerError ShapeError InputTypeError ParamsError MissingKeyError
-serial Sequential parallel branch residual named FanOut FanInSum FanInConcat tied
+Layer LayerError ShapeError InputTypeError ParamsError MissingKeyError MissingInputError
+spec spec_of as_spec
+serial Sequential parallel branch residual named with_context FanOut FanInSum FanInConcat tied
 predict_fn summary count_params
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history

@@ -19,7 +19,7 @@ def round_trip(model: Layer, input_shape) -> tuple[Layer, tuple]:
     text = arch.to_json(model, input_shape)
     document = json.loads(text)  # plain JSON: no Python objects survive
     rebuilt = arch.rebuild(document)
-    return rebuilt, tuple(document["input_shape"])
+    return rebuilt, arch.input_spec(document)
 
 
 def abstract_init(model: Layer, input_shape):
@@ -83,8 +83,8 @@ def varied_model() -> Layer:
 
 def test_varied_model_round_trips_through_json():
     model = varied_model()
-    rebuilt, input_shape = round_trip(model, (None, 2, 4))
-    assert input_shape == (None, 2, 4)
+    rebuilt, input_spec = round_trip(model, (None, 2, 4))
+    assert input_spec == fn.spec((None, 2, 4))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 2, 4)), jnp.float32)
     assert_same_model(model, rebuilt, (None, 2, 4), x, train_key=jax.random.key(7))
     assert arch.describe(rebuilt) == arch.describe(model)
@@ -106,7 +106,8 @@ def test_every_registered_layer_round_trips(case):
     """Every layer in the test registry (new layers join automatically) rebuilds to the same layer."""
     layer = case.make()
     model = fn.serial(layer, name="wrapper")
-    rebuilt, _ = round_trip(model, case.input_shape)
+    rebuilt, recorded = round_trip(model, case.input_spec)
+    assert recorded == case.input_spec  # dtype and all
     rng = np.random.default_rng(0)
     if case.int_input is not None:
         x = jnp.asarray(rng.integers(0, case.int_input, size=case.input_shape), jnp.int32)
@@ -114,7 +115,7 @@ def test_every_registered_layer_round_trips(case):
         x = jnp.asarray(rng.standard_normal(case.input_shape), jnp.float32)
     # Eagerly (small layers: cheaper than compiling); in training mode too where it differs.
     trains_differently = case.random_in_training or case.train_reference is not None
-    assert_same_model(model, rebuilt, case.input_shape, x, train_key=jax.random.key(1) if trains_differently else None,
+    assert_same_model(model, rebuilt, case.input_spec, x, train_key=jax.random.key(1) if trains_differently else None,
                       jit=False)
 
 
@@ -127,10 +128,10 @@ def test_every_catalogue_kind_is_in_the_registry():
 
 
 def Custom(name=None):  # noqa: N802
-    def init(key, input_shape):
-        return input_shape, {}, {}
+    def init(key, spec, *, context=None):
+        return spec, {}, {}
 
-    def apply(params, state, x, *, key=None, train=False):
+    def apply(params, state, x, *, key=None, train=False, context=None):
         return x * 2, state
 
     return Layer(init, apply, "Custom", {}, (), name)

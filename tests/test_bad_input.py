@@ -63,7 +63,8 @@ def test_images_into_an_mlp_without_flatten_hint():  # 2
 
 
 def test_unbatched_input_names_the_expected_rank():  # 3
-    with pytest.raises(fn.ShapeError, match=r"expected input of rank 2 \(batch, features\), got shape \(784,\)"):
+    with pytest.raises(fn.ShapeError, match=r"the shape \(784,\) has a single axis, which is the batch axis\.\n"
+                                            r"Hint: .*write \(None, 784\) if 784 is the number of features"):
         mlp().init(jax.random.key(0), (784,))
 
 

@@ -114,7 +114,8 @@ def test_restored_model_is_rebuilt_without_user_code(tmp_path):
 
 def Doubler(name=None):  # noqa: N802
     """A user's custom layer: funcnet cannot know its code."""
-    return Layer(lambda key, shape: (shape, {}, {}), lambda p, s, x, key=None, train=False: (2 * x, s), "Doubler",
+    return Layer(lambda key, spec, context=None: (spec, {}, {}),
+                 lambda p, s, x, key=None, train=False, context=None: (2 * x, s), "Doubler",
                  {}, (), name)
 
 

@@ -14,10 +14,10 @@ from funcnet.core import Layer
 def Probe(name=None):  # noqa: N802
     """A custom layer that reports what it received: its key's data, the train flag, and a call count."""
 
-    def init(key, input_shape):
-        return input_shape, {}, {"calls": jnp.zeros((), jnp.int32)}
+    def init(key, spec, *, context=None):
+        return spec, {}, {"calls": jnp.zeros((), jnp.int32)}
 
-    def apply(params, state, x, *, key=None, train=False):
+    def apply(params, state, x, *, key=None, train=False, context=None):
         seen = jnp.zeros(2, jnp.uint32) if key is None else jax.random.key_data(key)
         return (x, seen, jnp.asarray(train)), {"calls": state["calls"] + 1}
 
@@ -27,10 +27,10 @@ def Probe(name=None):  # noqa: N802
 def Take(name=None):  # noqa: N802
     """Passes on the first element of a probe's output tuple."""
 
-    def init(key, input_shape):
-        return input_shape, {}, {}
+    def init(key, spec, *, context=None):
+        return spec, {}, {}
 
-    def apply(params, state, x, *, key=None, train=False):
+    def apply(params, state, x, *, key=None, train=False, context=None):
         return x[0], state
 
     return Layer(init, apply, "Take", {}, (), name)
@@ -104,7 +104,7 @@ def test_train_flag_and_state_reach_every_child_through_every_combinator(key, tr
 def test_parallel_branch_and_fan_in_match_numpy(key):
     model = fn.serial(fn.branch(fn.Dense(3), fn.Dense(2)), fn.FanInConcat())
     out_shape, params, _ = model.init(key, (None, 4))
-    assert out_shape == (None, 5)
+    assert out_shape == fn.spec((None, 5))
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     y, _ = model.apply(params, {}, x)
     p = params["branch_0"]
@@ -115,12 +115,12 @@ def test_parallel_branch_and_fan_in_match_numpy(key):
     (a, b) = np.float32([[-1.0, 2.0]]), np.float32([[0.5, -0.5]])
     y, _ = pair.apply({}, {}, (a, b))
     np.testing.assert_allclose(y, np.maximum(a, 0) + np.tanh(b), rtol=1e-6)
-    assert pair.init(key, ((None, 2), (None, 2)))[0] == (None, 2)
+    assert pair.init(key, ((None, 2), (None, 2)))[0] == fn.spec((None, 2))
 
 
 def test_fan_out_copies_its_input(key):
     shape, _, _ = fn.FanOut(3).init(key, (None, 2))
-    assert shape == ((None, 2),) * 3
+    assert shape == (fn.spec((None, 2)),) * 3
     x = jnp.arange(4.0).reshape(2, 2)
     ys, _ = fn.FanOut(3).apply({}, {}, x)
     assert len(ys) == 3 and all(np.array_equal(y, x) for y in ys)
@@ -149,11 +149,11 @@ def test_residual_with_mismatched_shapes_says_to_add_a_shortcut(key):
 
 
 def test_fan_in_errors_name_the_shapes(key):
-    with pytest.raises(fn.ShapeError, match=r"share one shape to be added, got \(N, 2\), \(N, 3\)"):
+    with pytest.raises(fn.ShapeError, match=r"share one shape to be added, got \(\(N, 2\) float32, \(N, 3\) float32\)"):
         fn.FanInSum().init(key, ((None, 2), (None, 3)))
     with pytest.raises(fn.ShapeError, match=r"agree on every axis but -1, got \(N, 2, 3\), \(N, 4, 3\)"):
         fn.FanInConcat().init(key, ((None, 2, 3), (None, 4, 3)))
-    with pytest.raises(fn.ShapeError, match=r"expected a tuple of 2 inputs, got \(3, 2\)(.|\n)*FanOut"):
+    with pytest.raises(fn.ShapeError, match=r"expected a tuple of 2 inputs, got \(3, 2\) float32(.|\n)*FanOut"):
         fn.parallel(fn.Relu(), fn.Relu()).apply({}, {}, jnp.ones((3, 2)))
 
 

@@ -33,8 +33,20 @@ def test_sequence_input_to_dense_suggests_rank(key):
 def test_nested_errors_report_the_full_path(key):
     model = fn.serial(fn.Flatten(), fn.named("encoder", fn.serial(fn.Dense(8), fn.Reshape((2, 4)), fn.Dense(2))))
     with pytest.raises(fn.ShapeError, match=r"Layer 'encoder/dense_1' \(Dense, position 2 in its container\)"
-                                            r"(.|\n)*produced by 'reshape_0' \(Reshape, position 1\)"):
+                                            r"(.|\n)*produced by 'encoder/reshape_0' \(Reshape, position 1\)"):
         model.init(key, (None, 3, 3))
+
+
+def test_the_producing_layer_is_named_by_full_path_when_the_top_level_has_one_of_that_name(key):
+    """Issue 11 item 12: 'conv2d_0' alone would name the top-level layer, not the one inside the block."""
+    model = fn.serial(fn.Conv2D(2, 3, padding="same"),
+                      fn.residual(fn.Conv2D(2, 3, padding="same"), fn.Dense(3)))
+    with pytest.raises(fn.ShapeError) as caught:
+        model.init(key, (None, 5, 5, 1))
+    message = str(caught.value)
+    assert "Layer 'residual_0/dense_0' (Dense, position 1 in its container)" in message
+    assert "Its input was produced by 'residual_0/conv2d_0' (Conv2D, position 0)." in message
+    assert "The model's input was (N, 5, 5, 1) float32." in message
 
 
 def test_apply_with_another_input_shape_names_layer_both_shapes_and_model_input(key):
@@ -46,7 +58,7 @@ def test_apply_with_another_input_shape_names_layer_both_shapes_and_model_input(
     assert "Layer 'dense_0' (Dense, position 1 in its container)" in message
     assert "built for inputs of shape (N, 784) (w has shape (784, 16)), got (2, 1024)" in message
     assert "produced by 'flatten_0' (Flatten, position 0)" in message
-    assert "The model's input had shape (2, 32, 32, 1)." in message
+    assert "The model's input was (2, 32, 32, 1) float32." in message
 
 
 def test_apply_errors_are_raised_under_jit_too(key):

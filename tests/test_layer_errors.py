@@ -27,7 +27,7 @@ def _id(value):
         return "make"
     if isinstance(value, tuple) and all(isinstance(d, (int, type(None))) for d in value):
         return "x".join("N" if d is None else str(d) for d in value) or "scalar"
-    if isinstance(value, (str, tuple)):
+    if isinstance(value, (str, tuple)) and (isinstance(value, str) or isinstance(value[0], str)):
         text = value if isinstance(value, str) else value[0]
         return re.sub(r"\W+", "_", text[:40]).strip("_")
     return None
@@ -99,7 +99,9 @@ def test_bad_configuration_is_a_value_error(make, message):
     (fn.LayerNorm(), (None, 4, None), "LayerNorm expects inputs of shape (batch, ..., channels) with a known"),
     (fn.GroupNorm(4), (None, 3, 6),
      "the input's 6 channels cannot be split into groups=4: channels must be divisible by groups"),
-    (fn.Embedding(5, 2), (), "Embedding expects integer ids of shape (batch, ...), got ()"),
+    (fn.Embedding(5, 2), (), "expected one array as ids, got a tuple of 0 inputs: ()"),
+    (fn.Embedding(5, 2), ((None, 3), (None, 3)), "expected one array as ids, got a tuple of 2 inputs"),
+    (fn.Dense(2), {"x": (None, 3)}, "expected one array as input, got a dict of 1 input: {'x': (N, 3) float32}"),
 ])
 def test_bad_input_shape_fails_at_init(layer, input_shape, message):
     with pytest.raises(fn.ShapeError, match=re.escape(message)):
@@ -120,7 +122,8 @@ def test_error_inside_a_model_names_the_layer():
 
 
 def _built(layer, input_shape):
-    _, params, state = layer.init(KEY, input_shape)
+    dtype = "int32" if layer.kind == "Embedding" else "float32"
+    _, params, state = layer.init(KEY, fn.spec(input_shape, dtype))
     return params, state
 
 
@@ -170,6 +173,28 @@ def test_float_ids_into_embedding_are_an_input_type_error():
                "`x.astype('int32')`")
     with pytest.raises(fn.InputTypeError, match=re.escape(message)):
         layer.apply(params, state, jnp.zeros((2, 3)))
+
+
+@pytest.mark.parametrize(("layer", "dtype", "message"), ids=_id, argvalues=[
+    (fn.Embedding(10, 4), "float32", "expected ids of an integer dtype, got float32.\nHint: pass ids as integers"),
+    (fn.Dense(3), "int32", "expected input of a floating dtype, got int32.\nHint: convert it first"),
+    (fn.Conv2D(2, 3), "uint8", "expected input of a floating dtype, got uint8."),
+    (fn.MaxPool2D(2), "int32", "expected input of a floating dtype, got int32."),
+    (fn.LayerNorm(), "bool", "expected input of a floating dtype, got bool."),
+])
+def test_dtypes_are_checked_at_init(layer, dtype, message):
+    shape = (None, 4, 4, 1) if layer.kind in ("Conv2D", "MaxPool2D") else (None, 3)
+    with pytest.raises(fn.InputTypeError, match=re.escape(message)) as caught:
+        layer.init(KEY, fn.spec(shape, dtype))
+    assert isinstance(caught.value, fn.ShapeError)  # the dtype is part of the spec
+
+
+def test_dtype_errors_at_init_name_the_layer_inside_a_model():
+    model = fn.serial(fn.Flatten(), fn.Dense(3))
+    with pytest.raises(fn.InputTypeError, match=r"Layer 'dense_0' \(Dense, position 1 in its container\): expected "
+                                                r"input of a floating dtype, got uint8\.(.|\n)*produced by 'flatten_0'"
+                                                r"(.|\n)*The model's input was \(N, 28, 28\) uint8\."):
+        model.init(KEY, fn.spec((None, 28, 28), "uint8"))
 
 
 @pytest.mark.parametrize(("layer", "shape", "drop"), ids=_id, argvalues=[

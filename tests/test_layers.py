@@ -28,12 +28,12 @@ def to_numpy64(tree):
 
 def build(case: LayerCase, seed: int = 0):
     layer = case.make()
-    out_shape, params, state = layer.init(jax.random.key(seed), case.input_shape)
+    out_spec, params, state = layer.init(jax.random.key(seed), case.input_spec)
     # Random, non-trivial params and state, so references see more than zeros and ones.
     rng = np.random.default_rng(seed)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.standard_normal(a.shape) * 0.5, a.dtype), params)
     state = jax.tree_util.tree_map(lambda a: jnp.asarray(np.abs(rng.standard_normal(a.shape)) + 0.5, a.dtype), state)
-    return layer, out_shape, params, state
+    return layer, out_spec, params, state
 
 
 def test_registry_covers_every_layer():
@@ -43,15 +43,16 @@ def test_registry_covers_every_layer():
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_init_shape_matches_apply(case):
-    layer, out_shape, params, state = build(case)
+def test_init_spec_matches_apply(case):
+    layer, out_spec, params, state = build(case)
+    assert isinstance(out_spec, jax.ShapeDtypeStruct) and out_spec.shape[0] is None
     for batch in (case.input_shape[0], 1):
         x = make_input(case, np.random.default_rng(1), (batch,) + case.input_shape[1:])
         y, new_state = layer.apply(params, state, x)
-        assert tuple(y.shape) == (batch,) + tuple(out_shape[1:])
+        assert tuple(y.shape) == (batch,) + tuple(out_spec.shape[1:])
+        assert y.dtype == out_spec.dtype
+        assert fn.spec_of(y) == out_spec
         assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
-    shape_none, _, _ = layer.init(jax.random.key(0), (None,) + case.input_shape[1:])
-    assert shape_none == (None,) + tuple(out_shape[1:])
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

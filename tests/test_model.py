@@ -25,12 +25,12 @@ def test_count_params_and_summary_agree_with_init(key):
     assert fn.count_params(params) == (4 * 8 + 8) + (8 * 3 + 3)
     text = fn.summary(model, (None, 2, 2))
     lines = text.splitlines()
-    assert lines[0].split() == ["Layer", "Kind", "Output", "shape", "Params"]
+    assert lines[0].split() == ["Layer", "Kind", "Output", "Params"]
     rows = {line.split()[0]: line for line in lines[2:6]}
     assert list(rows) == ["flatten_0", "block/dense_0", "block/relu_0", "dense_0"]
-    assert "(N, 8)" in rows["block/dense_0"] and rows["block/dense_0"].rstrip().endswith("40")
+    assert "(N, 8) float32" in rows["block/dense_0"] and rows["block/dense_0"].rstrip().endswith("40")
     assert rows["dense_0"].rstrip().endswith("27")
-    assert "Parameters: 67" in text and "Input shape: (N, 2, 2)" in text
+    assert "Parameters: 67" in text and "Input: (N, 2, 2) float32" in text
 
 
 def test_a_jitted_train_step_compiles_once(key):

@@ -31,8 +31,9 @@ CONV_TRANSPOSE = {1: fn.ConvTranspose1D, 2: fn.ConvTranspose2D, 3: fn.ConvTransp
 ])
 def test_output_sizes_follow_keras(n, k, s, d, padding, conv, transposed):
     shape = (None, n, 2)
-    assert fn.Conv1D(3, k, strides=s, dilation=d, padding=padding).init(KEY, shape)[0] == (None, conv, 3)
-    assert fn.ConvTranspose1D(3, k, strides=s, dilation=d, padding=padding).init(KEY, shape)[0] == (None, transposed, 3)
+    assert fn.Conv1D(3, k, strides=s, dilation=d, padding=padding).init(KEY, shape)[0] == fn.spec((None, conv, 3))
+    transposed_layer = fn.ConvTranspose1D(3, k, strides=s, dilation=d, padding=padding)
+    assert transposed_layer.init(KEY, shape)[0] == fn.spec((None, transposed, 3))
 
 
 @pytest.mark.parametrize(("rank", "kernel", "strides", "dilation", "padding", "size"), [
@@ -50,9 +51,10 @@ def test_transposed_convolution_is_the_adjoint_of_convolution(rank, kernel, stri
     options = {"strides": strides, "dilation": dilation, "padding": padding, "use_bias": False}
     conv, transposed = CONV[rank](3, kernel, **options), CONV_TRANSPOSE[rank](2, kernel, **options)
     x_shape = (2, *(size,) * rank, 2)
-    y_shape, params, _ = conv.init(KEY, x_shape)
-    back_shape, _, _ = transposed.init(KEY, y_shape)
-    assert back_shape == x_shape
+    y_spec, params, _ = conv.init(KEY, x_shape)
+    back_spec, _, _ = transposed.init(KEY, y_spec)
+    assert back_spec == fn.spec(x_shape)
+    y_shape = (2, *y_spec.shape[1:])
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal(x_shape), rng.standard_normal(y_shape)
     with jax.enable_x64(True):
@@ -130,7 +132,7 @@ def test_batch_norm_keeps_float32_statistics_for_bfloat16_inputs():
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_embedding_out_of_range_ids_give_nan_rows_and_no_gradient(jit):
     layer = fn.Embedding(4, 3)
-    _, params, _ = layer.init(KEY, (None, 4))
+    _, params, _ = layer.init(KEY, fn.spec((None, 4), "int32"))
     ids = jnp.array([[0, 3, 4, -1]])
     apply = jax.jit(layer.apply) if jit else layer.apply
     y = np.asarray(apply(params, {}, ids)[0])
@@ -149,7 +151,7 @@ def test_keras_style_cnn_builds_trains_and_counts_like_keras():
         fn.Dense(64, activation="relu"), fn.Dense(10),
     ])
     out_shape, params, state = model.init(KEY, (None, 28, 28, 1))
-    assert out_shape == (None, 10)
+    assert out_shape == fn.spec((None, 10))
     assert fn.count_params(params) == 93_322
 
     @jax.jit

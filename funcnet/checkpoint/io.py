@@ -57,7 +57,8 @@ def save(
         model: the model, recorded as an architecture description (:mod:`funcnet.architecture`)
             from which :func:`restore` can rebuild it with no user code. Models with custom
             layers are recorded too; only rebuilding them needs the code.
-        input_shape: the model's input shape (batch axis included), recorded with it.
+        input_shape: the model's input spec (:func:`funcnet.spec`, any pytree of them) or shape (batch
+            axis included, read as float32), recorded with it.
         overwrite: replace an existing checkpoint at ``path`` (atomically, too). Only a funcnet
             checkpoint (or an empty directory) is replaced: a folder holding other files, a
             regular file or a link at ``path`` is an error and is left untouched.
@@ -122,11 +123,15 @@ class Restored:
     _model: Layer | None = dataclasses.field(default=None, repr=False)
 
     @property
-    def input_shape(self) -> tuple | None:
-        """The model's recorded input shape, if any."""
-        description = self.manifest.get("architecture") or {}
-        shape = description.get("input_shape")
-        return _shape_tuple(shape) if shape is not None else None
+    def input_spec(self) -> Any:
+        """The model's recorded input spec, if any (None otherwise)."""
+        return arch.input_spec(self.manifest.get("architecture"))
+
+    @property
+    def input_shape(self) -> Any:
+        """The recorded input's shape (``(None, 784)``) for a model of one input, else its spec."""
+        recorded = self.input_spec
+        return tuple(recorded.shape) if isinstance(recorded, jax.ShapeDtypeStruct) else recorded
 
     @functools.cached_property
     def model(self) -> Layer | None:
@@ -141,10 +146,6 @@ class Restored:
             return self._model
         description = self.manifest.get("architecture")
         return None if description is None else arch.rebuild(description)
-
-
-def _shape_tuple(shape: Any) -> Any:
-    return tuple(_shape_tuple(s) for s in shape) if isinstance(shape, list) else shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,12 +253,11 @@ def _target_from_manifest(manifest: dict, directory: Path, model: Layer | None, 
     skeleton = manifest["tree"]
     replace: dict[tuple, Any] = {}
     if model is not None:
-        description = manifest.get("architecture") or {}
-        input_shape = description.get("input_shape")
-        if input_shape is None:
+        recorded = arch.input_spec(manifest.get("architecture"))
+        if recorded is None:
             raise ValueError(f"restore: checkpoint {directory} records no input shape for the model; pass `like=` "
                              "instead of `model=`.")
-        params, state = _abstract_init(model, _shape_tuple(input_shape))
+        params, state = _abstract_init(model, recorded)
         for key, template in (("params", params), ("state", state)):
             if tree_lib.child(skeleton, key) is not None:
                 replace[(key,)] = template

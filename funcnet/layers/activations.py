@@ -11,7 +11,9 @@ from typing import Any
 
 import jax
 
-from funcnet.core import Array, Key, Layer, Params, State, check_floating
+import jax.numpy as jnp
+
+from funcnet.core import Array, Context, Key, Layer, Params, State, array_spec, check_floating
 
 relu = jax.nn.relu
 leaky_relu = jax.nn.leaky_relu
@@ -58,13 +60,13 @@ def resolve_activation(activation: str | Callable | None, owner: str) -> tuple[C
 
 
 def _elementwise(kind: str, fn: Callable[[Array], Array], config: dict, name: str | None) -> Layer:
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return input_shape, {}, {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        return array_spec(input_spec, dtype=jnp.floating), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del params, key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del params, key, train, context
         check_floating(x)
         return fn(x), state
 

@@ -15,17 +15,20 @@ import jax.numpy as jnp
 
 from funcnet.core import (
     Array,
+    Context,
     Initializer,
     Key,
     Layer,
     Params,
     ShapeError,
     State,
+    array_spec,
     as_compute,
     check_floating,
     check_input_shape,
     check_positive,
     get_params,
+    spec,
 )
 from funcnet.layers import _patches
 from funcnet.layers._lowering import check_lowering, use_fast
@@ -117,7 +120,10 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
             return transpose_crops(sizes, kernel, strides, dilation, padding)
         return window_pads(sizes, kernel, strides, dilation, padding, "kernel_size")
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
         sizes, channels = spatial_sizes(input_shape, rank, kind)
         if channels % groups:
             raise ShapeError(f"the input's {channels} channels cannot be split into "
@@ -128,11 +134,11 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
         params = {"w": w_init(w_key, kernel + (channels // groups, filters), jnp.float32)}
         if use_bias:
             params["b"] = b_init(b_key, (filters,), jnp.float32)
-        return (input_shape[0], *out, filters), params, {}
+        return spec((None, *out, filters), x_spec.dtype), params, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
         weights = get_params(params, names)
         w = weights[0]
         check_floating(x)

@@ -10,12 +10,14 @@ import jax.numpy as jnp
 
 from funcnet.core import (
     Array,
+    Context,
     Initializer,
     Key,
     Layer,
     Params,
     ParamsError,
     State,
+    array_spec,
     as_compute,
     check_floating,
     check_input_shape,
@@ -23,6 +25,7 @@ from funcnet.core import (
     check_rank,
     format_shape,
     get_params,
+    spec,
 )
 from funcnet.layers.activations import resolve_activation
 
@@ -63,7 +66,10 @@ def Dense(  # noqa: N802
     act, act_name = resolve_activation(activation, "Dense")
     names = ("w", "b") if use_bias else ("w",)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
         hint = None
         if isinstance(input_shape, tuple) and len(input_shape) > rank:
             flat = 1
@@ -78,11 +84,11 @@ def Dense(  # noqa: N802
         params = {"w": w_init(w_key, (input_shape[-1], units), jnp.float32)}
         if use_bias:
             params["b"] = b_init(b_key, (units,), jnp.float32)
-        return input_shape[:-1] + (units,), params, {}
+        return spec(input_shape[:-1] + (units,), x_spec.dtype), params, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
         weights = get_params(params, names)
         w = weights[0]
         if w.shape[-1] != units or (use_bias and weights[1].shape != (units,)):

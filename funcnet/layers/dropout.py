@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from funcnet.core import Array, Key, Layer, MissingKeyError, Params, State
+from funcnet.core import Array, Context, Key, Layer, MissingKeyError, Params, State, array_spec
 
 
 def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
@@ -26,13 +26,13 @@ def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
         raise ValueError(f"Dropout: `rate` is the probability of dropping and must be in [0, 1), got {rate!r}.")
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return input_shape, {}, {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        return array_spec(input_spec), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del params
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del params, context
         if not train or rate == 0:
             return x, state
         if key is None:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from funcnet.core import (
     Array,
+    Context,
     Initializer,
     InputTypeError,
     Key,
@@ -16,9 +17,11 @@ from funcnet.core import (
     Params,
     ShapeError,
     State,
+    array_spec,
     check_positive,
     format_shape,
     get_params,
+    spec,
 )
 
 normal = jax.nn.initializers.normal(stddev=0.05)
@@ -50,7 +53,7 @@ def Embedding(  # noqa: N802
         ``{"w": (vocab_size, features)}``.
 
     Raises:
-        InputTypeError: at apply, for a non-integer input.
+        InputTypeError: at init and apply, for a non-integer input.
     """
     check_positive(vocab_size, "vocab_size", "Embedding")
     check_positive(features, "features", "Embedding")
@@ -60,13 +63,15 @@ def Embedding(  # noqa: N802
             raise ShapeError("Embedding expects integer ids of shape (batch, ...), got "
                              f"{format_shape(shape)}.")
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del context
+        input_shape = array_spec(input_spec, dtype=jnp.integer, name="ids").shape
         check(input_shape)
-        return (*input_shape, features), {"w": w_init(key, (vocab_size, features), jnp.float32)}, {}
+        return spec((*input_shape, features)), {"w": w_init(key, (vocab_size, features), jnp.float32)}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
         (w,) = get_params(params, ("w",))
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise InputTypeError(

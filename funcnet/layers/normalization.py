@@ -16,12 +16,14 @@ import jax.numpy as jnp
 
 from funcnet.core import (
     Array,
+    Context,
     Key,
     Layer,
     Params,
     ParamsError,
     ShapeError,
     State,
+    array_spec,
     check_floating,
     check_input_shape,
     format_shape,
@@ -135,16 +137,18 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     _check_config("BatchNorm", epsilon, momentum)
     names = _affine_names(use_scale, use_bias)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
         channels = _channels("BatchNorm", input_shape)
         state = {"mean": jnp.zeros((channels,), jnp.float32),
                  "var": jnp.ones((channels,), jnp.float32)}
-        return input_shape, _affine_params(names, channels), state
+        return x_spec, _affine_params(names, channels), state
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, context
         scale, bias = _check_apply("BatchNorm", params, names, x)
         if not isinstance(state, Mapping) or set(state) != {"mean", "var"}:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
@@ -189,13 +193,15 @@ def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = Tr
     _check_config("LayerNorm", epsilon)
     names = _affine_names(use_scale, use_bias)
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return input_shape, _affine_params(names, _channels("LayerNorm", input_shape)), {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
+        return x_spec, _affine_params(names, _channels("LayerNorm", input_shape)), {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
         scale, bias = _check_apply("LayerNorm", params, names, x)
         y, _, _ = _standardize(x, scale, bias, None, None, axes=(-1,), groups=1, epsilon=epsilon)
         return y, state
@@ -235,13 +241,15 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  
                              "channels must be divisible by groups.")
         return c
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return input_shape, _affine_params(names, channels(input_shape)), {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
+        return x_spec, _affine_params(names, channels(input_shape)), {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
         scale, bias = _check_apply("GroupNorm", params, names, x)
         channels(tuple(x.shape))
         axes = (*range(1, x.ndim - 1), -1)  # of the view (N, ..., groups, C // groups)

@@ -15,7 +15,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet.core import Array, Key, Layer, Params, ShapeError, State, check_floating, format_shape
+from funcnet.core import (
+    Array,
+    Context,
+    Key,
+    Layer,
+    Params,
+    ShapeError,
+    State,
+    array_spec,
+    check_floating,
+    format_shape,
+    spec,
+)
 from funcnet.layers import _windows
 from funcnet.layers._lowering import check_lowering, use_fast
 from funcnet.layers._spatial import int_tuple, normalize_padding, spatial_sizes, window_pads
@@ -53,15 +65,17 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
     padding = normalize_padding(padding, rank, kind, explicit=False)
     no_dilation = (1,) * rank
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
         sizes, channels = spatial_sizes(input_shape, rank, kind)
         _, out = window_pads(sizes, window, strides, no_dilation, padding, "pool_size")
-        return (input_shape[0], *out, channels), {}, {}
+        return spec((None, *out, channels), x_spec.dtype), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del params, key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del params, key, train, context
         check_floating(x)
         sizes, _ = spatial_sizes(tuple(x.shape), rank, kind)
         pads, _ = window_pads(sizes, window, strides, no_dilation, padding, "pool_size")
@@ -176,14 +190,16 @@ def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> L
             raise ShapeError(f"{kind} expects inputs of shape (batch, *spatial, channels) with at "
                              f"least one spatial axis, got {format_shape(shape)}.")
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        input_shape = x_spec.shape
         check(input_shape)
-        return (input_shape[0], input_shape[-1]), {}, {}
+        return spec((None, input_shape[-1]), x_spec.dtype), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del params, key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del params, key, train, context
         check_floating(x)
         check(tuple(x.shape))
         return reduce(x, axis=tuple(range(1, x.ndim - 1))), state

@@ -5,21 +5,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from funcnet.core import Array, Key, Layer, Params, ShapeError, State, format_shape
+from funcnet.core import Array, Context, Key, Layer, Params, ShapeError, State, array_spec, as_spec, format_shape, spec
 
 
 def _shape_layer(kind: str, config: dict, name: str | None, out_shape) -> Layer:
     """A parameter-free layer that reshapes each example to ``out_shape(input_shape)[1:]``."""
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        if not isinstance(input_shape, tuple) or len(input_shape) < 1:
-            raise ShapeError(f"expected an input shape with a batch axis, got {format_shape(input_shape)}.")
-        return out_shape(input_shape), {}, {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec)
+        if any(d is None for d in x_spec.shape[1:]):
+            raise ShapeError(f"needs every size past the batch axis, got {format_shape(x_spec.shape)}.")
+        return spec(out_shape(x_spec.shape), x_spec.dtype), {}, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
-              train: bool = False) -> tuple[Array, State]:
-        del params, key, train
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del params, key, train, context
         target = out_shape(tuple(x.shape))
         return x.reshape((x.shape[0],) + tuple(target[1:])), state
 
@@ -53,13 +54,13 @@ def Reshape(shape: tuple[int, ...], name: str | None = None) -> Layer:  # noqa: 
 def Identity(name: str | None = None) -> Layer:  # noqa: N802
     """Returns its input unchanged (any shape, any number of inputs)."""
 
-    def init(key: Key, input_shape: Any) -> tuple[Any, Params, State]:
-        del key
-        return input_shape, {}, {}
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        return as_spec(input_spec), {}, {}
 
     def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
-              train: bool = False) -> tuple[Any, State]:
-        del params, key, train
+              train: bool = False, context: Context | None = None) -> tuple[Any, State]:
+        del params, key, train, context
         return x, state
 
     return Layer(init, apply, "Identity", {}, (), name)
