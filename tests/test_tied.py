@@ -14,6 +14,7 @@ from tests.test_architecture import assert_same_model, round_trip
 
 VOCAB, FEATURES, STEPS = 11, 4, 3
 IDS = np.array([[1, 2, 3], [10, 0, 4]], np.int32)
+IDS_SPEC = fn.spec((None, STEPS), "int32")  # token ids: Embedding takes integers
 LM_TIES = {"dense_0/w": ("embedding_0/w", "transpose")}
 
 
@@ -34,13 +35,13 @@ def untied_params(params):
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_params_hold_the_shared_array_once_and_outputs_follow_the_formula(key, use_bias):
     model = tied_language_model(use_bias)
-    out_shape, params, state = model.init(key, (None, STEPS))
-    assert out_shape == (None, STEPS, VOCAB)
+    out_shape, params, state = model.init(key, IDS_SPEC)
+    assert out_shape == fn.spec((None, STEPS, VOCAB))
     expected_tree = {"embedding_0": {"w": (VOCAB, FEATURES)}, **({"dense_0": {"b": (VOCAB,)}} if use_bias else {})}
     assert jax.tree_util.tree_map(jnp.shape, params) == expected_tree  # no empty "dense_0" group without bias
     assert fn.count_params(params) == VOCAB * FEATURES + (VOCAB if use_bias else 0)
     # The untied model with the same key initialises the table identically: tied drops entries only.
-    _, untied, _ = language_model(use_bias).init(key, (None, STEPS))
+    _, untied, _ = language_model(use_bias).init(key, IDS_SPEC)
     np.testing.assert_array_equal(params["embedding_0"]["w"], untied["embedding_0"]["w"])
 
     y, _ = model.apply(params, state, jnp.asarray(IDS))
@@ -52,7 +53,7 @@ def test_params_hold_the_shared_array_once_and_outputs_follow_the_formula(key, u
 
 def lm_case(rng):
     """The language model: the projection is the embedding table, transposed."""
-    return language_model(), LM_TIES, (None, STEPS), jnp.asarray(IDS)
+    return language_model(), LM_TIES, IDS_SPEC, jnp.asarray(IDS)
 
 
 def three_dense_case(rng):
@@ -108,9 +109,9 @@ def test_gradient_is_the_sum_of_the_gradients_of_all_uses(key, make):
 
 def test_checkpoint_round_trip_keeps_one_array_and_the_outputs(key, tmp_path):
     model = tied_language_model()
-    _, params, state = model.init(key, (None, STEPS))
+    _, params, state = model.init(key, IDS_SPEC)
     path = checkpoint.save(tmp_path / "ckpt", {"params": params, "state": state}, model=model,
-                           input_shape=(None, STEPS))
+                           input_shape=IDS_SPEC)
     restored = checkpoint.restore(path)
     shapes = sorted(tuple(entry["shape"]) for entry in restored.manifest["arrays"])
     assert shapes == [(VOCAB,), (VOCAB, FEATURES)]  # the table once; no (FEATURES, VOCAB) copy
@@ -126,7 +127,7 @@ def test_checkpoint_round_trip_keeps_one_array_and_the_outputs(key, tmp_path):
 
 def test_architecture_json_rebuilds_the_sharing():
     model = fn.serial(fn.tied(language_model(), LM_TIES, name="lm"), fn.LogSoftmax())
-    rebuilt, input_shape = round_trip(model, (None, STEPS))
+    rebuilt, input_shape = round_trip(model, IDS_SPEC)
     description = arch.describe(rebuilt)
     assert description == arch.describe(model)
     assert description["children"][0]["config"] == {"ties": {"dense_0/w": ["embedding_0/w", "transpose"]}}
@@ -162,7 +163,7 @@ def test_identity_and_transpose_spellings_are_one_config():
 def test_init_rejects_ties_that_do_not_fit(key, ties, error, match):
     model = fn.serial(fn.tied(language_model(), ties))
     with pytest.raises(error, match=r"(?s)Layer 'tied_0' \(Tied, position 0 in its container\): " + match):
-        model.init(key, (None, STEPS))
+        model.init(key, IDS_SPEC)
 
 
 @pytest.mark.parametrize("ties, error, match", [
@@ -182,18 +183,18 @@ def test_malformed_ties_are_refused_at_construction(ties, error, match):
 
 def test_apply_refuses_untied_params(key):
     model = tied_language_model()
-    _, untied, state = language_model().init(key, (None, STEPS))
+    _, untied, state = language_model().init(key, IDS_SPEC)
     with pytest.raises(fn.ParamsError, match=r"(?s)params hold 'dense_0/w', which this model makes from "
                        r"'embedding_0/w'.*Hint: pass params made by this tied model's init"):
         model.apply(untied, state, jnp.asarray(IDS))
-    _, params, _ = model.init(key, (None, STEPS))
+    _, params, _ = model.init(key, IDS_SPEC)
     with pytest.raises(fn.ParamsError, match=r"params lack 'embedding_0/w', the source of the tie 'dense_0/w'"):
         model.apply({"dense_0": params["dense_0"]}, state, jnp.asarray(IDS))
 
 
 def test_untied_params_give_the_same_outputs_as_the_untied_model(key):
     model = tied_language_model()
-    _, params, state = model.init(key, (None, STEPS))
+    _, params, state = model.init(key, IDS_SPEC)
     y_tied, _ = model.apply(params, state, jnp.asarray(IDS))
     y_untied, _ = language_model().apply(untied_params(params), state, jnp.asarray(IDS))
     np.testing.assert_array_equal(np.asarray(y_tied), np.asarray(y_untied))
@@ -202,7 +203,7 @@ def test_untied_params_give_the_same_outputs_as_the_untied_model(key):
 def test_fit_trains_the_one_array_and_the_optimizer_state_holds_it_once(key):
     # Ids (N,) -> logits (N, vocab); the task (say the id back) suits an output tied to the input table.
     model = fn.tied(fn.serial(fn.Embedding(VOCAB, 8), fn.Tanh(), fn.Dense(VOCAB)), LM_TIES)
-    _, params, state = model.init(key, (None,))
+    _, params, state = model.init(key, fn.spec((None,), "int32"))
     x = np.arange(128, dtype=np.int32) % VOCAB
     result = fn.fit(model, params, state, x, x, loss="sparse_categorical_crossentropy", learning_rate=0.05,
                     epochs=10, batch_size=32, verbose=0, metrics="accuracy")
@@ -217,7 +218,7 @@ def test_fit_trains_the_one_array_and_the_optimizer_state_holds_it_once(key):
 
 def test_errors_inside_the_tied_model_name_the_params_path(key):
     model = fn.serial(fn.tied(language_model(), LM_TIES, name="lm"))
-    _, params, state = model.init(key, (None, STEPS))
+    _, params, state = model.init(key, IDS_SPEC)
     with pytest.raises(fn.InputTypeError, match=r"Layer 'lm/embedding_0' \(Embedding, position 0 in its container\): "
                        r"Embedding takes integer ids, got dtype float32"):
         model.apply(params, state, jnp.zeros((2, STEPS)))
