@@ -4,6 +4,9 @@ real MNIST."""
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +14,10 @@ import optax
 import pytest
 
 import funcnet as fn
+from funcnet import checkpoint as ck
+from funcnet.checkpoint import format as fmt
+from funcnet.checkpoint import migrations
+from tests.checkpoint_helpers import edit_manifest, optimizer, read_manifest, small_model
 from tests.mnist_cache import reference
 
 EPSILON = 1e-3
@@ -134,3 +141,77 @@ def test_eval_mode_is_right_after_40_steps_on_mnist(mnist_dir):
         accuracy[train] = float(np.mean(logits.argmax(axis=1) == y))
     assert accuracy[True] > 0.7, accuracy  # it learned something, so the comparison means something
     assert abs(accuracy[False] - accuracy[True]) <= 0.02, accuracy
+
+
+# --------------------------------------------------------------------------------------------
+# Format version 2: checkpoints of version 1 (BatchNorm state without 'debias') still restore.
+
+#: Written by funcnet at commit e6dfa9a (format version 1): a TrainState of
+#: tests.checkpoint_helpers.small_model with its architecture, BatchNorm state as below.
+V1_CHECKPOINT = pathlib.Path(__file__).parent / "data" / "format_v1_batchnorm"
+V1_MEAN, V1_VAR = np.array([0.5, -1.0, 2.0, 0.0]), np.array([0.25, 1.0, 4.0, 2.0])
+
+
+def test_a_version_1_checkpoint_restores_with_debias_one():
+    assert read_manifest(V1_CHECKPOINT)["format_version"] == 1
+    restored = ck.restore(V1_CHECKPOINT)
+    statistics = restored.tree.state["batchnorm_0"]
+    assert sorted(statistics) == ["debias", "mean", "var"]
+    assert statistics["debias"].dtype == jnp.float32 and statistics["debias"].shape == ()
+    assert float(statistics["debias"]) == 1.0
+    np.testing.assert_array_equal(statistics["mean"], V1_MEAN.astype(np.float32))
+    np.testing.assert_array_equal(statistics["var"], V1_VAR.astype(np.float32))
+    assert restored.manifest["format_version"] == ck.FORMAT_VERSION == 2
+    assert restored.manifest["migrated_from"] == 1
+    assert read_manifest(V1_CHECKPOINT)["format_version"] == 1  # the files are not changed
+
+
+def test_a_version_1_checkpoint_behaves_as_it_did():
+    """Eval mode with the migrated state uses the saved averages as they are, as version 1 did
+    (float64 reference), and it fits today's model and optimizer templates."""
+    restored = ck.restore(V1_CHECKPOINT, model=small_model(), optimizer=optimizer())
+    model, tree = restored.model, restored.tree
+    batchnorm = model.children[1]
+    params, state = tree.params["batchnorm_0"], tree.state["batchnorm_0"]
+    x = _batches(1)[0][:, :1].repeat(4, axis=1) + np.arange(4)
+    expected = (x - V1_MEAN) / np.sqrt(V1_VAR + EPSILON) * np.asarray(params["scale"]) + np.asarray(params["bias"])
+    np.testing.assert_allclose(batchnorm.apply(params, state, jnp.asarray(x, jnp.float32))[0], expected, rtol=1e-5,
+                               atol=1e-5)
+    _, new_state = batchnorm.apply(params, state, jnp.asarray(x, jnp.float32), train=True)
+    assert float(new_state["debias"]) == 1.0  # training on keeps them undebiased
+
+
+def test_a_migration_never_adds_debias_to_a_model_without_batchnorm(tmp_path):
+    """A user's own {'mean', 'var'} dict stays as it was when the architecture has no BatchNorm."""
+    tree = {"stats": {"mean": np.zeros(3, np.float32), "var": np.ones(3, np.float32)}}
+    path = ck.save(tmp_path / "c", tree, model=fn.serial(fn.Dense(2)), input_shape=(None, 3))
+    edit_manifest(path, lambda m: m.update(format_version=1))
+    assert sorted(ck.restore(path).tree["stats"]) == ["mean", "var"]
+
+
+def test_a_version_without_a_migration_step_is_refused_with_what_to_do(monkeypatch):
+    monkeypatch.setattr(migrations, "MIGRATIONS", {})
+    monkeypatch.setattr(fmt, "MIGRATIONS", {})
+    with pytest.raises(ck.CheckpointVersionError, match=r"format_v1_batchnorm has format version 1, which this "
+                                                          r"funcnet no longer migrates .*; restore it with an older "
+                                                          r"funcnet and save it again"):
+        ck.restore(V1_CHECKPOINT)
+
+
+def test_a_migrated_entry_cannot_be_forged_on_disk(tmp_path):
+    """Entries with an inline value come from migrations only: on disk the field is unknown."""
+    path = ck.save(tmp_path / "c", {"w": np.zeros(3, np.float32)})
+    edit_manifest(path, lambda m: m["arrays"][0].update(value=5.0))
+    with pytest.raises(ck.CheckpointCorruptError, match=r"manifest.json: array entry 0 .*unknown fields \['value'\]"):
+        ck.restore(path)
+
+
+def test_the_migration_is_a_pure_function():
+    manifest = read_manifest(V1_CHECKPOINT)
+    before = json.dumps(manifest)
+    migrated = migrations.MIGRATIONS[1](manifest)
+    assert json.dumps(manifest) == before
+    assert migrated["format_version"] == 2
+    added = [e for e in migrated["arrays"] if "value" in e]
+    assert added == [{"path": ".state['batchnorm_0']['debias']", "kind": "jax", "dtype": "float32", "shape": [],
+                      "value": 1.0}]

@@ -1,6 +1,6 @@
 """The on-disk format: a JSON manifest and one raw little-endian file per array, each with a SHA-256.
 
-Layout of a checkpoint directory (format version 1)::
+Layout of a checkpoint directory (format version 2)::
 
     manifest.json          the manifest below, UTF-8 JSON
     manifest.json.sha256   the manifest's SHA-256 (hex)
@@ -8,7 +8,7 @@ Layout of a checkpoint directory (format version 1)::
 
 Manifest::
 
-    {"format": "funcnet.checkpoint", "format_version": 1,
+    {"format": "funcnet.checkpoint", "format_version": 2,
      "versions": {"funcnet": ..., "jax": ..., "jaxlib": ..., "optax": ..., "numpy": ..., "python": ...},
      "backend": "cpu", "created": <unix time>,
      "metadata": {...},                 # the caller's JSON: step, epoch, batch index, metrics
@@ -27,6 +27,11 @@ and its checksum verified before it is parsed; every entry's fields, dtype (a fi
 object or void dtypes), shape, byte count and file name (``arrays/NNNNNN.bin``, no other paths)
 are validated; each file's size is compared with the byte count before it is read, and its
 SHA-256 after. Arrays are read as raw bytes into NumPy buffers: no pickle, no ``np.load``.
+
+The format version covers the manifest and the layout of the saved tree (which entries a layer's
+state or the training state holds). An older checkpoint is validated as written, then brought up
+to date by the pure steps of :mod:`funcnet.checkpoint.migrations` (version 2: BatchNorm's state
+gains ``debias``); a newer one is refused with :class:`CheckpointVersionError`.
 """
 
 from __future__ import annotations
@@ -44,11 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.checkpoint import storage
+from funcnet.checkpoint.migrations import MIGRATIONS
 from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointVersionError
 
 FORMAT = "funcnet.checkpoint"
-#: The format version this funcnet writes; it reads every version up to this one.
-FORMAT_VERSION = 1
+#: The format version this funcnet writes; older versions are read through :data:`MIGRATIONS`.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MANIFEST_SHA = "manifest.json.sha256"
 ARRAYS = "arrays"
@@ -227,7 +233,29 @@ def read_manifest(directory: Path) -> dict:
             f"reads format versions up to {FORMAT_VERSION}. Upgrade funcnet to load it."
         )
     _validate(directory, manifest)
-    return manifest
+    return migrate(directory, manifest)
+
+
+def migrate(directory: Path, manifest: dict) -> dict:
+    """A validated manifest brought to :data:`FORMAT_VERSION` through the chain of :data:`MIGRATIONS`.
+
+    The result records ``"migrated_from"``: the version on disk (the files are not changed).
+
+    Raises:
+        CheckpointVersionError: naming the version, when no step leads on from it.
+    """
+    written = version = manifest["format_version"]
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise CheckpointVersionError(
+                f"checkpoint {directory} has format version {version}, which this funcnet no longer migrates (it "
+                f"reads versions {min(MIGRATIONS, default=FORMAT_VERSION)} to {FORMAT_VERSION}); restore it with an "
+                "older funcnet and save it again."
+            )
+        manifest = step(manifest)
+        version += 1
+    return manifest if written == FORMAT_VERSION else {**manifest, "migrated_from": written}
 
 
 def _validate(directory: Path, manifest: dict) -> None:
@@ -325,10 +353,14 @@ def _key_problem(entry: dict) -> str | None:
 def read_array(directory: Path, entry: dict) -> np.ndarray:
     """Reads one array, after checking the file's size, and verifies its SHA-256.
 
+    An entry a migration added (with ``value``, no file) is that constant.
+
     Raises:
         CheckpointCorruptError: naming the file and the tree path, for a missing or truncated file
             or a checksum mismatch.
     """
+    if "value" in entry:  # added by a migration: no file
+        return np.full(entry["shape"], entry["value"], _DTYPES[entry["dtype"]])
     path = directory / entry["file"]
     what = f"array {entry['path']}"
     try:
