@@ -16,6 +16,7 @@ from funcnet.core import (
     Params,
     ShapeError,
     State,
+    check_callable,
     check_positive,
     format_shape,
     get_params,
@@ -53,6 +54,7 @@ def Embedding(  # noqa: N802
         InputTypeError: at apply, for a non-integer input.
     """
     check_positive(vocab_size, "vocab_size", "Embedding")
+    check_callable(w_init, "w_init", "Embedding")
     check_positive(features, "features", "Embedding")
 
     def check(shape: Any) -> None:
