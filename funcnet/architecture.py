@@ -5,7 +5,10 @@ A model built from funcnet's own layers and combinators is fully described by ea
 turns that into plain JSON-able dicts; :func:`rebuild` looks each ``kind`` up in a fixed registry
 (:data:`funcnet.layers.LAYERS` plus the combinators) and calls the constructor with the config as
 keyword arguments. Nothing named in a description is imported or evaluated: an unknown kind is an
-error, so a description (or a checkpoint holding one) can never run code.
+error, so a description (or a checkpoint holding one) can never run code. A layer's config may hold
+only the keys its kind records, with numbers and flags of the recorded types
+(:func:`check_recorded_config`): an argument the format never writes, such as ``w_init``, is refused
+before any constructor sees it.
 
 Description format (version 1)::
 
@@ -34,6 +37,7 @@ default initializers.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -43,8 +47,8 @@ from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel,
 from funcnet.core import Layer, as_spec, child_names, is_shape, spec
 from funcnet.tied import tied
 
-__all__ = ["ARCHITECTURE_VERSION", "NOT_JSON", "ArchitectureError", "describe", "document", "from_json",
-           "input_spec", "rebuild", "registry", "spec_from_json", "spec_to_json", "to_json"]
+__all__ = ["ARCHITECTURE_VERSION", "NOT_JSON", "ArchitectureError", "check_recorded_config", "describe", "document",
+           "from_json", "input_spec", "rebuild", "registry", "spec_from_json", "spec_to_json", "to_json"]
 
 #: The version of the description format written by :func:`describe`.
 ARCHITECTURE_VERSION = 1
@@ -63,6 +67,9 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
     """Constructors for the combinators, from ``(config, children, name)``."""
 
     def _residual(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
+        extra = sorted(set(config) - {"shortcut"})
+        if extra:
+            raise ValueError(f"config keys {extra} are not among those Residual records (['shortcut'])")
         has_shortcut = config.get("shortcut", False)
         if not isinstance(has_shortcut, bool):
             raise TypeError(f"config 'shortcut' must be true or false, got {has_shortcut!r}")
@@ -110,7 +117,8 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
         def make(config: Mapping[str, Any], children: tuple[Layer, ...], name: str | None) -> Layer:
             if children:
                 raise ValueError("takes no children")
-            return fn(**config, name=name)
+            check_recorded_config(fn.__name__, fn, config)
+            return fn(**_tuples(dict(config)), name=name)
 
         return make
 
@@ -260,6 +268,47 @@ def _find_not_json(value: Any) -> str | None:
     return None
 
 
+def _required(constructor: Callable[..., Layer]) -> list[str]:
+    """The constructor's parameters without a default (always recorded in its config)."""
+    return [p.name for p in inspect.signature(constructor).parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _json_kind(value: Any) -> str:
+    return "bool" if isinstance(value, bool) else type(value).__name__
+
+
+def check_recorded_config(kind: str, constructor: Callable[..., Layer], config: Mapping[str, Any]) -> None:
+    """Raises ``ValueError`` unless ``config`` holds only keys this kind records, with values of
+    the recorded types.
+
+    The recorded keys are those of a layer built from the required arguments alone (every
+    layer's config has the same keys whatever its options); so an argument the format never
+    writes (``w_init``, ``lowering``) is refused before any constructor sees it. A number or
+    flag must have the recorded type (an int may stand for a float; a bool is never a number);
+    values that may be of several types (``activation``, ``padding``) are left to the constructor.
+    """
+    required = _required(constructor)
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ValueError(f"config lacks {missing}, which {kind} needs")
+    default = constructor(**_tuples({k: config[k] for k in required})).config
+    extra = sorted(set(config) - set(default))
+    if extra:
+        raise ValueError(f"config keys {extra} are not among those {kind} records ({sorted(default)}); a "
+                         "description holds only these")
+    for key, value in config.items():
+        recorded = default[key]
+        if not isinstance(recorded, (bool, int, float)) or key in required:
+            continue
+        ok = (isinstance(value, bool) if isinstance(recorded, bool) else
+              isinstance(value, (int, float)) and not isinstance(value, bool) and
+              (isinstance(recorded, float) or isinstance(value, int)))
+        if not ok:
+            raise ValueError(f"config '{key}' must be a {_json_kind(recorded)}, as {kind} records it, got "
+                             f"{_json_kind(value)} {value!r}")
+
+
 _PASS_MODEL = "pass the model explicitly (for a checkpoint: restore(path, model=...))."
 
 
@@ -330,6 +379,7 @@ def _rebuild(node: Any, path: str, kinds: Mapping[str, Callable], depth: int) ->
         else:
             if child_layers:
                 raise ValueError("a leaf layer takes no children")
+            check_recorded_config(kind, kinds[kind], config)
             layer = kinds[kind](**_tuples(dict(config)), name=name)
     except (TypeError, ValueError) as error:
         raise ArchitectureError(

@@ -213,3 +213,11 @@ def child_names(children: Sequence[Layer]) -> list[str]:
     if duplicates:
         raise ValueError(f"layer names must be unique within a container; repeated: {duplicates}.")
     return names
+
+
+def check_callable(value: Any, argument: str, kind: str) -> None:
+    """Raises ``TypeError`` unless ``value`` (an initializer, say) can be called."""
+    if not callable(value):
+        raise TypeError(f"{kind}: `{argument}` must be a callable, such as an initializer from "
+                        f"jax.nn.initializers (e.g. jax.nn.initializers.he_normal()), got "
+                        f"{type(value).__name__} {value!r:.80}.")

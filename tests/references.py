@@ -138,8 +138,13 @@ def _affine(params, y):
 
 
 def batch_norm(params, state, x, *, epsilon=1e-3):
-    """Evaluation mode: the running statistics."""
-    return _affine(params, (x - state["mean"]) / np.sqrt(state["var"] + epsilon))
+    """Evaluation mode: the running averages divided by their weight ``debias`` (zero-debiased);
+    mean 0 and variance 1 before any training step (``debias`` 0)."""
+    if state["debias"] > 0:
+        mean, var = state["mean"] / state["debias"], state["var"] / state["debias"]
+    else:
+        mean, var = 0.0, 1.0
+    return _affine(params, (x - mean) / np.sqrt(var + epsilon))
 
 
 def batch_norm_train(params, state, x, *, momentum=0.99, epsilon=1e-3):
@@ -150,7 +155,8 @@ def batch_norm_train(params, state, x, *, momentum=0.99, epsilon=1e-3):
     var = ((x - mean) ** 2).mean(axis=axes)
     y = _affine(params, (x - mean) / np.sqrt(var + epsilon))
     new_state = {"mean": momentum * state["mean"] + (1 - momentum) * mean,
-                 "var": momentum * state["var"] + (1 - momentum) * var}
+                 "var": momentum * state["var"] + (1 - momentum) * var,
+                 "debias": momentum * state["debias"] + (1 - momentum)}
     return y, new_state
 
 

@@ -212,5 +212,5 @@ def test_params_of_another_architecture_are_a_params_error(layer, shape, drop):
 def test_batch_norm_without_its_state_is_a_params_error():
     layer = fn.BatchNorm()
     params, _ = _built(layer, (2, 3))
-    with pytest.raises(fn.ParamsError, match=re.escape("expected state with keys ['mean', 'var'], got []")):
+    with pytest.raises(fn.ParamsError, match=re.escape("expected state with keys ['debias', 'mean', 'var'], got []")):
         layer.apply(params, {}, jnp.zeros((2, 3)), train=True)

@@ -113,7 +113,7 @@ def test_batch_norm_running_variance_uses_the_biased_batch_variance():
 def test_batch_norm_evaluation_leaves_the_state_alone(jit):
     layer = fn.BatchNorm()
     _, params, state = layer.init(KEY, (None, 4, 3))
-    state = {"mean": jnp.array([1.0, 2.0, 3.0]), "var": jnp.array([0.5, 1.0, 2.0])}
+    state = {"mean": jnp.array([1.0, 2.0, 3.0]), "var": jnp.array([0.5, 1.0, 2.0]), "debias": jnp.array(1.0)}
     apply = jax.jit(layer.apply) if jit else layer.apply
     x = np.random.default_rng(2).standard_normal((6, 4, 3)).astype(np.float32)
     y, new_state = apply(params, state, x)

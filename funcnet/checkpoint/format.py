@@ -1,6 +1,6 @@
 """The on-disk format: a JSON manifest and one raw little-endian file per array, each with a SHA-256.
 
-Layout of a checkpoint directory (format version 1)::
+Layout of a checkpoint directory (format version 2)::
 
     manifest.json          the manifest below, UTF-8 JSON
     manifest.json.sha256   the manifest's SHA-256 (hex)
@@ -8,7 +8,7 @@ Layout of a checkpoint directory (format version 1)::
 
 Manifest::
 
-    {"format": "funcnet.checkpoint", "format_version": 1,
+    {"format": "funcnet.checkpoint", "format_version": 2,
      "versions": {"funcnet": ..., "jax": ..., "jaxlib": ..., "optax": ..., "numpy": ..., "python": ...},
      "backend": "cpu", "created": <unix time>,
      "metadata": {...},                 # the caller's JSON: step, epoch, batch index, metrics
@@ -27,6 +27,11 @@ and its checksum verified before it is parsed; every entry's fields, dtype (a fi
 object or void dtypes), shape, byte count and file name (``arrays/NNNNNN.bin``, no other paths)
 are validated; each file's size is compared with the byte count before it is read, and its
 SHA-256 after. Arrays are read as raw bytes into NumPy buffers: no pickle, no ``np.load``.
+
+The format version covers the manifest and the layout of the saved tree (which entries a layer's
+state or the training state holds). An older checkpoint is validated as written, then brought up
+to date by the pure steps of :mod:`funcnet.checkpoint.migrations` (version 2: BatchNorm's state
+gains ``debias``); a newer one is refused with :class:`CheckpointVersionError`.
 """
 
 from __future__ import annotations
@@ -44,11 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.checkpoint import storage
+from funcnet.checkpoint.migrations import MIGRATIONS
 from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointVersionError
 
 FORMAT = "funcnet.checkpoint"
-#: The format version this funcnet writes; it reads every version up to this one.
-FORMAT_VERSION = 1
+#: The format version this funcnet writes; older versions are read through :data:`MIGRATIONS`.
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MANIFEST_SHA = "manifest.json.sha256"
 ARRAYS = "arrays"
@@ -63,9 +69,13 @@ _DTYPES: dict[str, np.dtype] = {
               np.float16, np.float32, np.float64, np.complex64, np.complex128, jnp.bfloat16,
               jnp.float8_e4m3fn, jnp.float8_e5m2)
 }
-_KEY_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+#: Each PRNG implementation's key dtype and number of uint32 words per key.
+_KEY_IMPLS = {"threefry2x32": ("key<fry>", 2), "rbg": ("key<rbg>", 4), "unsafe_rbg": ("key<urbg>", 4)}
 _PYTHON_TYPES = {"bool": bool, "int": int, "float": float}
+_PYTHON_DTYPES = {"bool": "bool", "int": "int64", "float": "float64"}
+_KINDS = ("jax", "numpy", "python", "key")
 _ENTRY_FIELDS = {"path", "file", "kind", "dtype", "shape", "nbytes", "sha256"}
+_OPTIONAL_FIELDS = {"numpy_scalar", "python_type", "key_impl", "key_dtype", "key_shape"}
 
 
 def versions() -> dict[str, str]:
@@ -223,10 +233,33 @@ def read_manifest(directory: Path) -> dict:
             f"reads format versions up to {FORMAT_VERSION}. Upgrade funcnet to load it."
         )
     _validate(directory, manifest)
-    return manifest
+    return migrate(directory, manifest)
+
+
+def migrate(directory: Path, manifest: dict) -> dict:
+    """A validated manifest brought to :data:`FORMAT_VERSION` through the chain of :data:`MIGRATIONS`.
+
+    The result records ``"migrated_from"``: the version on disk (the files are not changed).
+
+    Raises:
+        CheckpointVersionError: naming the version, when no step leads on from it.
+    """
+    written = version = manifest["format_version"]
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise CheckpointVersionError(
+                f"checkpoint {directory} has format version {version}, which this funcnet no longer migrates (it "
+                f"reads versions {min(MIGRATIONS, default=FORMAT_VERSION)} to {FORMAT_VERSION}); restore it with an "
+                "older funcnet and save it again."
+            )
+        manifest = step(manifest)
+        version += 1
+    return manifest if written == FORMAT_VERSION else {**manifest, "migrated_from": written}
 
 
 def _validate(directory: Path, manifest: dict) -> None:
+    """Checks every field's type and range, so that nothing later meets a value it cannot use."""
     from funcnet.checkpoint import tree as tree_lib
 
     def bad(detail: str) -> CheckpointCorruptError:
@@ -241,39 +274,14 @@ def _validate(directory: Path, manifest: dict) -> None:
     for i, entry in enumerate(manifest["arrays"]):
         if not isinstance(entry, dict) or not _ENTRY_FIELDS <= set(entry):
             raise bad(f"array entry {i} lacks some of {sorted(_ENTRY_FIELDS)}.")
-        where = f"array entry {i} ({entry.get('path')!r})"
+        where = f"array entry {i} ({entry['path']!r})"
         if not isinstance(entry["path"], str) or entry["path"] in paths:
             raise bad(f"{where}: path is not a string or repeated.")
-        if not isinstance(entry["file"], str) or not _FILE_NAME.match(entry["file"]) or entry["file"] in files:
-            raise bad(f"{where}: file name {entry['file']!r} is not of the form arrays/NNNNNN.bin or is repeated.")
+        problem = _entry_problem(entry, files)
+        if problem:
+            raise bad(f"{where}: {problem}")
         paths.add(entry["path"])
         files.add(entry["file"])
-        if entry["dtype"] not in _DTYPES:
-            raise bad(f"{where}: dtype {entry['dtype']!r} is not allowed (object and other non-numeric dtypes "
-                      "are never loaded).")
-        shape = entry["shape"]
-        if not isinstance(shape, list) or len(shape) > 64 or not all(
-                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**62 for d in shape):
-            raise bad(f"{where}: shape {shape!r} is not a list of non-negative integers.")
-        expected = math.prod(shape) * _DTYPES[entry["dtype"]].itemsize
-        if entry["nbytes"] != expected:
-            raise bad(f"{where}: claims {entry['nbytes']!r} bytes but shape {shape} of {entry['dtype']} needs "
-                      f"{expected}.")
-        if not isinstance(entry["sha256"], str) or not _SHA.match(entry["sha256"]):
-            raise bad(f"{where}: sha256 is not 64 hex digits.")
-        kind = entry["kind"]
-        if kind == "python":
-            if entry.get("python_type") not in _PYTHON_TYPES or shape != []:
-                raise bad(f"{where}: a Python number needs python_type in {sorted(_PYTHON_TYPES)} and shape [].")
-        elif kind == "key":
-            key_shape = entry.get("key_shape")
-            if (entry.get("key_impl") not in _KEY_IMPLS or entry["dtype"] != "uint32" or not isinstance(key_shape, list)
-                    or shape[:len(key_shape)] != key_shape or len(shape) != len(key_shape) + 1
-                    or not isinstance(entry.get("key_dtype"), str)):
-                raise bad(f"{where}: a PRNG key needs key_impl in {list(_KEY_IMPLS)}, key_dtype, key_shape and "
-                          "uint32 key data of shape key_shape + [words].")
-        elif kind not in ("jax", "numpy"):
-            raise bad(f"{where}: unknown kind {kind!r}.")
     try:
         leaf_paths = tree_lib.leaf_paths(manifest["tree"])
     except CheckpointCorruptError as error:
@@ -282,13 +290,77 @@ def _validate(directory: Path, manifest: dict) -> None:
         raise bad("the tree's leaves and the array entries do not match.")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry_problem(entry: dict, files: set[str]) -> str | None:
+    """What is wrong with one array entry (types checked first, then ranges and agreement), or None."""
+    unknown = sorted(set(entry) - _ENTRY_FIELDS - _OPTIONAL_FIELDS)
+    if unknown:
+        return f"unknown fields {unknown}."
+    if not isinstance(entry["file"], str) or not _FILE_NAME.match(entry["file"]) or entry["file"] in files:
+        return f"file name {entry['file']!r} is not of the form arrays/NNNNNN.bin or is repeated."
+    dtype, kind, shape = entry["dtype"], entry["kind"], entry["shape"]
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        return (f"dtype {dtype!r} is not allowed (one of {sorted(_DTYPES)}; object and other non-numeric dtypes "
+                "are never loaded).")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(d) and 0 <= d < 2**62 for d in shape):
+        return f"shape {shape!r} is not a list of non-negative integers."
+    expected = math.prod(shape) * _DTYPES[dtype].itemsize
+    if not _is_int(entry["nbytes"]) or entry["nbytes"] != expected:
+        return f"claims {entry['nbytes']!r} bytes but shape {shape} of {dtype} needs {expected} (an integer)."
+    if not isinstance(entry["sha256"], str) or not _SHA.match(entry["sha256"]):
+        return "sha256 is not 64 hex digits."
+    if not isinstance(kind, str) or kind not in _KINDS:
+        return f"unknown kind {kind!r} (one of {list(_KINDS)})."
+    if "numpy_scalar" in entry and (kind != "numpy" or entry["numpy_scalar"] is not True or shape != []):
+        return "numpy_scalar must be true, and only for a 0-d NumPy value."
+    if kind == "python":
+        return _python_problem(entry)
+    if kind == "key":
+        return _key_problem(entry)
+    if {"python_type", "key_impl", "key_dtype", "key_shape"} & set(entry):
+        return f"a {kind} array has fields of another kind."
+    return None
+
+
+def _python_problem(entry: dict) -> str | None:
+    """A Python number has a known python_type, shape [] and that type's dtype (an int is int64)."""
+    python_type = entry.get("python_type")
+    if not isinstance(python_type, str) or python_type not in _PYTHON_TYPES or entry["shape"] != []:
+        return (f"a Python number needs python_type in {sorted(_PYTHON_TYPES)} and shape [], got {python_type!r} "
+                f"and {entry['shape']}.")
+    if entry["dtype"] != _PYTHON_DTYPES[python_type]:
+        return f"a Python {python_type} is stored as {_PYTHON_DTYPES[python_type]}, not {entry['dtype']}."
+    return None
+
+
+def _key_problem(entry: dict) -> str | None:
+    """A PRNG key's impl, key dtype and shapes agree (the data is its ``key_data``: key_shape + [words])."""
+    impl, key_dtype, key_shape = entry.get("key_impl"), entry.get("key_dtype"), entry.get("key_shape")
+    if not isinstance(impl, str) or impl not in _KEY_IMPLS:
+        return f"a PRNG key needs key_impl in {list(_KEY_IMPLS)}, got {impl!r}."
+    expected_dtype, words = _KEY_IMPLS[impl]
+    if key_dtype != expected_dtype:
+        return f"a {impl} PRNG key has key_dtype {expected_dtype!r}, got {key_dtype!r}."
+    if entry["dtype"] != "uint32" or not isinstance(key_shape, list) or entry["shape"] != [*key_shape, words]:
+        return (f"a {impl} PRNG key needs uint32 key data of shape key_shape + [{words}], got "
+                f"{entry['dtype']}{entry['shape']} with key_shape {key_shape!r}.")
+    return None
+
+
 def read_array(directory: Path, entry: dict) -> np.ndarray:
     """Reads one array, after checking the file's size, and verifies its SHA-256.
+
+    An entry a migration added (with ``value``, no file) is that constant.
 
     Raises:
         CheckpointCorruptError: naming the file and the tree path, for a missing or truncated file
             or a checksum mismatch.
     """
+    if "value" in entry:  # added by a migration: no file
+        return np.full(entry["shape"], entry["value"], _DTYPES[entry["dtype"]])
     path = directory / entry["file"]
     what = f"array {entry['path']}"
     try:

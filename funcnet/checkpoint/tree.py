@@ -91,6 +91,12 @@ def _identifier(name: Any, what: str) -> str:
     return name
 
 
+def _unique(names: list[str], node: str, what: str) -> None:
+    repeated = sorted(n for n, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise CheckpointCorruptError(f"{node}: the {what} {repeated[0]!r} is repeated.")
+
+
 @functools.lru_cache(maxsize=None)
 def _stand_in(name: str, fields: tuple[str, ...]) -> type:
     return collections.namedtuple(name, fields)
@@ -131,13 +137,17 @@ def leaf_paths(skeleton: Any) -> list[str]:
             keys = node.get("keys")
             if not isinstance(keys, list) or len(keys) != len(children) or not all(isinstance(k, str) for k in keys):
                 raise CheckpointCorruptError("a dict node's keys do not match its children.")
+            _unique(keys, "dict node", "key")
         if kind == "namedtuple":
-            _identifier(node.get("name"), "NamedTuple name")
+            name = _identifier(node.get("name"), "NamedTuple name")
             fields = node.get("fields")
             if not isinstance(fields, list) or len(fields) != len(children):
-                raise CheckpointCorruptError("a NamedTuple node's fields do not match its children.")
+                raise CheckpointCorruptError(f"NamedTuple node {name!r}: its fields do not match its children.")
             for f in fields:
-                _identifier(f, "NamedTuple field")
+                _identifier(f, f"NamedTuple {name!r} field")
+            _unique(fields, f"NamedTuple node {name!r}", "field")
+            if node.get("module") is not None and not isinstance(node["module"], str):
+                raise CheckpointCorruptError(f"NamedTuple node {name!r}: module {node['module']!r} is not a string.")
         for child in children:
             walk(child, depth + 1)
 

@@ -24,6 +24,7 @@ from funcnet.core import (
     State,
     array_spec,
     as_compute,
+    check_callable,
     check_floating,
     check_input_shape,
     check_positive,
@@ -98,6 +99,8 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
              b_init: Initializer, name: str | None, lowering: str) -> Layer:
     """The N-D (transposed) convolution behind every constructor in this module."""
     check_lowering(lowering, kind)
+    check_callable(w_init, "w_init", kind)
+    check_callable(b_init, "b_init", kind)
     check_positive(filters, "filters", kind)
     check_positive(groups, "groups", kind)
     kernel = int_tuple(kernel_size, rank, "kernel_size", kind)

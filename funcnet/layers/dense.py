@@ -19,6 +19,7 @@ from funcnet.core import (
     State,
     array_spec,
     as_compute,
+    check_callable,
     check_floating,
     check_input_shape,
     check_positive,
@@ -62,6 +63,8 @@ def Dense(  # noqa: N802
         ``{"w": (in_features, units), "b": (units,)}``.
     """
     check_positive(units, "units", "Dense")
+    check_callable(w_init, "w_init", "Dense")
+    check_callable(b_init, "b_init", "Dense")
     check_positive(rank - 1, "rank - 1", "Dense")
     act, act_name = resolve_activation(activation, "Dense")
     names = ("w", "b") if use_bias else ("w",)

@@ -18,6 +18,7 @@ from funcnet.core import (
     ShapeError,
     State,
     array_spec,
+    check_callable,
     check_positive,
     format_shape,
     get_params,
@@ -56,6 +57,7 @@ def Embedding(  # noqa: N802
         InputTypeError: at init and apply, for a non-integer input.
     """
     check_positive(vocab_size, "vocab_size", "Embedding")
+    check_callable(w_init, "w_init", "Embedding")
     check_positive(features, "features", "Embedding")
 
     def check(shape: Any) -> None:

@@ -87,9 +87,28 @@ def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array 
 
 @partial(jax.jit, static_argnames=("momentum",))
 def _moving_average(running: State, batch: State, momentum: float) -> State:
-    """``momentum * running + (1 - momentum) * batch``, in the running statistics' dtype."""
+    """``momentum * running + (1 - momentum) * batch`` for every entry, in the running dtype.
+
+    The entry ``debias`` averages a constant 1 the same way, so it holds ``1 - momentum**steps``
+    (for zero-initialised averages): the weight the averages have given to data so far.
+    """
+    batch = {**batch, "debias": jnp.ones_like(running["debias"])}
     new = {k: momentum * running[k] + (1 - momentum) * batch[k] for k in running}
     return {k: jax.lax.stop_gradient(v).astype(running[k].dtype) for k, v in new.items()}
+
+
+@jax.jit
+def _running_statistics(state: State) -> tuple[Array, Array]:
+    """The debiased running ``(mean, var)``: each average divided by its weight ``debias``.
+
+    As Adam corrects its moments, this removes the pull towards the zero start, so the statistics
+    are right after a few steps; as ``debias`` tends to 1 it changes nothing. Before any training
+    step (``debias`` 0) they are mean 0 and variance 1, the identity standardisation.
+    """
+    trained = state["debias"] > 0
+    weight = jnp.where(trained, state["debias"], 1)
+    return (jnp.where(trained, state["mean"] / weight, 0),
+            jnp.where(trained, state["var"] / weight, 1))
 
 
 def _check_apply(kind: str, params: Params, names: Sequence[str],
@@ -110,10 +129,17 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     """Batch normalisation: standardises each channel over the batch and every other axis.
 
     With ``train=True`` it uses the batch's mean and (biased) variance over every axis but the
-    last, and returns updated running statistics,
+    last, and returns updated running averages,
     ``running = momentum * running + (1 - momentum) * batch`` (for the variance, the biased
     batch variance, as Keras and Flax do; PyTorch uses the unbiased one). With ``train=False``
     it uses the running statistics and returns the state unchanged.
+
+    The running averages start at zero and are zero-debiased, as Adam corrects its moments:
+    ``debias`` is averaged the same way from a constant 1, so after ``t`` steps it is
+    ``1 - momentum**t``, and evaluation uses ``mean / debias`` and ``var / debias``. Eval mode is
+    therefore right after a few steps (with momentum 0.99, undebiased averages would still be 67%
+    their start after 40 steps); once ``debias`` reaches 1 (long runs) this is the plain moving
+    average. Before the first training step eval mode uses mean 0 and variance 1.
 
     In training mode each example's output depends on the whole batch, the one exception to the
     per-example rule of :mod:`funcnet.core` (so results equal those of ``jax.vmap`` over single
@@ -131,8 +157,9 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
         ``(N, ..., C) -> (N, ..., C)``, rank 2 or more.
 
     Params and state:
-        params ``{"scale": (C,), "bias": (C,)}``; state ``{"mean": (C,), "var": (C,)}``,
-        initialised to zeros and ones.
+        params ``{"scale": (C,), "bias": (C,)}``; state ``{"mean": (C,), "var": (C,), "debias": ()}``,
+        all float32 zeros at init. (Checkpoints of format version 1 hold no ``debias``: restoring
+        them adds ``debias = 1``, which keeps their averages as they were used then.)
     """
     _check_config("BatchNorm", epsilon, momentum)
     names = _affine_names(use_scale, use_bias)
@@ -142,20 +169,21 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
         x_spec = array_spec(input_spec, dtype=jnp.floating)
         input_shape = x_spec.shape
         channels = _channels("BatchNorm", input_shape)
-        state = {"mean": jnp.zeros((channels,), jnp.float32),
-                 "var": jnp.ones((channels,), jnp.float32)}
+        state = {"mean": jnp.zeros((channels,), jnp.float32), "var": jnp.zeros((channels,), jnp.float32),
+                 "debias": jnp.zeros((), jnp.float32)}
         return x_spec, _affine_params(names, channels), state
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
               train: bool = False, context: Context | None = None) -> tuple[Array, State]:
         del key, context
         scale, bias = _check_apply("BatchNorm", params, names, x)
-        if not isinstance(state, Mapping) or set(state) != {"mean", "var"}:
+        if not isinstance(state, Mapping) or set(state) != {"mean", "var", "debias"}:
             got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ParamsError(
-                f"expected state with keys ['mean', 'var'], got {got}.",
-                hint="pass the state that init (or the previous training step) returned.")
-        running_mean, running_var = state["mean"], state["var"]
+                f"expected state with keys ['debias', 'mean', 'var'], got {got}.",
+                hint="pass the state that init (or the previous training step) returned; a state saved by an older "
+                     "funcnet (no 'debias') is migrated by funcnet.checkpoint.restore.")
+        running_mean = state["mean"]
         channels = running_mean.shape[0]
         check_input_shape(x, (None, *x.shape[1:-1], channels),
                           f"state mean has shape {tuple(running_mean.shape)}")
@@ -163,8 +191,8 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
         axes = (*range(x.ndim - 1), x.ndim)
         options = {"axes": axes, "groups": channels, "epsilon": epsilon}
         if not train:
-            y, _, _ = _standardize(x, scale, bias, running_mean.reshape(channels, 1),
-                                   running_var.reshape(channels, 1), **options)
+            mean, var = _running_statistics(state)
+            y, _, _ = _standardize(x, scale, bias, mean.reshape(channels, 1), var.reshape(channels, 1), **options)
             return y, state
         y, mean, var = _standardize(x, scale, bias, None, None, **options)
         batch = {"mean": mean.reshape(channels), "var": var.reshape(channels)}
