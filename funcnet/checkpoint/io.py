@@ -391,5 +391,6 @@ def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: An
 
 
 def _read_array(directory: Path, entry: dict) -> np.ndarray:
-    layout.check_array_file(directory, entry["file"])
+    if "file" in entry:  # an entry a migration added carries its value inline
+        layout.check_array_file(directory, entry["file"])
     return fmt.read_array(directory, entry)
