@@ -110,6 +110,25 @@ def test_max_pool_gradient_goes_to_first_maximum_in_window_order(lowering):
     np.testing.assert_array_equal(grad, _first_max_gradient(np.asarray(x), (3, 2)))
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 3, 4), (2, 4, 6, 3), (2, 3, 2, 2, 3)],
+                         ids=["2d_unrolled", "2d_reduction", "3d"])
+def test_global_max_pool_gradient_goes_to_first_maximum_like_max_pool(shape):
+    """Ties are the rule after a ReLU; the gradient goes to the first maximum (it was split)."""
+    x = _tied(shape, seed=7)
+    probe = jnp.asarray(np.random.default_rng(8).standard_normal((shape[0], shape[-1])), jnp.float32)
+    spatial = shape[1:-1]
+    grad = jax.grad(lambda v: jnp.sum(fn.GlobalMaxPool().apply({}, {}, v)[0] * probe))(x)
+    expected = _first_max_gradient(np.asarray(x), spatial) * np.expand_dims(np.asarray(probe), tuple(range(1, len(shape) - 1)))
+    np.testing.assert_array_equal(grad, expected)
+    pool = {2: fn.MaxPool2D, 3: fn.MaxPool3D}[len(spatial)](spatial)
+    for mode in ("fast", "reference"):
+        with set_lowering(mode):
+            pooled = jax.grad(lambda v: jnp.sum(pool.apply({}, {}, v)[0].reshape(probe.shape) * probe))(x)
+        np.testing.assert_array_equal(grad, pooled)
+    values = fn.GlobalMaxPool().apply({}, {}, x)[0]
+    np.testing.assert_array_equal(values, np.max(np.asarray(x), axis=tuple(range(1, len(shape) - 1))))
+
+
 def test_max_pool_fast_lowering_bfloat16_and_infinities():
     shape = (2, 6, 6, 3)
     x = np.array(_tied(shape, seed=5))
