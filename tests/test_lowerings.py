@@ -118,7 +118,8 @@ def test_global_max_pool_gradient_goes_to_first_maximum_like_max_pool(shape):
     probe = jnp.asarray(np.random.default_rng(8).standard_normal((shape[0], shape[-1])), jnp.float32)
     spatial = shape[1:-1]
     grad = jax.grad(lambda v: jnp.sum(fn.GlobalMaxPool().apply({}, {}, v)[0] * probe))(x)
-    expected = _first_max_gradient(np.asarray(x), spatial) * np.expand_dims(np.asarray(probe), tuple(range(1, len(shape) - 1)))
+    spatial_axes = tuple(range(1, len(shape) - 1))
+    expected = _first_max_gradient(np.asarray(x), spatial) * np.expand_dims(np.asarray(probe), spatial_axes)
     np.testing.assert_array_equal(grad, expected)
     pool = {2: fn.MaxPool2D, 3: fn.MaxPool3D}[len(spatial)](spatial)
     for mode in ("fast", "reference"):
@@ -126,7 +127,7 @@ def test_global_max_pool_gradient_goes_to_first_maximum_like_max_pool(shape):
             pooled = jax.grad(lambda v: jnp.sum(pool.apply({}, {}, v)[0].reshape(probe.shape) * probe))(x)
         np.testing.assert_array_equal(grad, pooled)
     values = fn.GlobalMaxPool().apply({}, {}, x)[0]
-    np.testing.assert_array_equal(values, np.max(np.asarray(x), axis=tuple(range(1, len(shape) - 1))))
+    np.testing.assert_array_equal(values, np.max(np.asarray(x), axis=spatial_axes))
 
 
 def test_max_pool_fast_lowering_bfloat16_and_infinities():
