@@ -94,7 +94,10 @@ def lowering_mode() -> str:
 
 def by_platform(fast: Callable[..., Any], reference: Callable[..., Any], *args: Any) -> Any:
     """``fast(*args)`` or ``reference(*args)``, as the current mode chooses; under ``"auto"``,
-    the one for the platform the computation is lowered for (``fast`` for the CPU)."""
+    the one for the platform the computation is lowered for (``fast`` for the CPU).
+
+    A jitted caller need not take the mode as a static argument: it is in jit's cache key.
+    """
     mode = lowering_mode()
     if mode == "auto":
         return jax.lax.platform_dependent(*args, cpu=fast, default=reference)
