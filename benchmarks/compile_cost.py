@@ -14,6 +14,8 @@ and XLA's compilation, with JAX's caches cleared before each build. Usage::
 from __future__ import annotations
 
 import argparse
+import collections
+import re
 import statistics
 import time
 from typing import Any
@@ -83,6 +85,15 @@ def measure(specs: dict[str, Spec], repeats: int) -> dict[str, dict[str, dict[st
     return results
 
 
+def opcode_counts(spec: Spec, mode: str) -> collections.Counter:
+    """How many instructions of each opcode XLA's optimized program of the step has under
+    ``mode``: equal counts under ``"auto"`` and ``"fast"`` mean the same program runs."""
+    step, arguments = _step_and_arguments(spec)
+    with fn.layers.set_lowering(mode):
+        text = jax.jit(step).lower(*arguments).compile().as_text()
+    return collections.Counter(re.findall(r"= \S+ ([\w-]+)\(", text))
+
+
 def markdown(specs: dict[str, Spec], results: dict) -> str:
     """The results as a Markdown table per model."""
     lines = []
@@ -112,6 +123,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = measure(specs, args.repeats)
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, {args.repeats} rounds")
     print(markdown(specs, results))
+    for name, spec in specs.items():
+        auto, fast = opcode_counts(spec, "auto"), opcode_counts(spec, "fast")
+        print(f"\n{name}: optimized program under auto: {sum(auto.values())} instructions "
+              f"({auto['fusion']} fusions, {auto['conditional']} conditionals); under fast: "
+              f"{sum(fast.values())}; the same opcode counts: {auto == fast}")
     return results
 
 
