@@ -40,3 +40,15 @@ def test_benchmark_harness_runs_at_a_tiny_size(capsys):
 
     assert "### Training step, side by side" in printed and "| funcnet fit |" in printed
     assert "### fit's modes" in printed
+
+
+
+def test_compile_cost_runs_at_a_tiny_size():
+    from benchmarks import compile_cost
+    from benchmarks.specs import Spec
+
+    specs = {"tiny": Spec("tiny", "Conv2-Pool-Dense10 on 6x6 images", 2, convs=((2, True),), image=(6, 6, 1))}
+    results = compile_cost.measure(specs, repeats=1)
+    assert set(results["tiny"]) == {"auto", "fast", "reference"}
+    assert all(seconds["total"] > 0 for seconds in results["tiny"].values())
+    assert "| auto |" in compile_cost.markdown(specs, results)

@@ -11,13 +11,13 @@ from benchmarks.specs import Spec
 LOSS = "sparse_categorical_crossentropy"
 
 
-def build_model(spec: Spec, lowering: str = "auto") -> fn.Layer:
+def build_model(spec: Spec) -> fn.Layer:
     """The network of ``spec`` as a funcnet Sequential."""
     layers: list[fn.Layer] = []
     for filters, pooled in spec.convs:
-        layers.append(fn.Conv2D(filters, 3, activation="relu", lowering=lowering))
+        layers.append(fn.Conv2D(filters, 3, activation="relu"))
         if pooled:
-            layers.append(fn.MaxPool2D(2, lowering=lowering))
+            layers.append(fn.MaxPool2D(2))
     layers.append(fn.Flatten())
     layers += [fn.Dense(units, activation="relu") for units in spec.dense]
     if spec.dropout:
@@ -27,13 +27,21 @@ def build_model(spec: Spec, lowering: str = "auto") -> fn.Layer:
 
 
 class FuncnetStep(Runner):
-    """``fn.make_train_step`` with its defaults (the non-finite guard on), called per batch."""
+    """``fn.make_train_step`` with its defaults (the non-finite guard on), called per batch.
+
+    Its steps are traced and run under ``fn.layers.set_lowering(lowering)`` (jit's cache key
+    includes the mode, so every call must be made under the same one).
+    """
 
     skip_nonfinite = True
     lowering = "auto"
 
     def start(self) -> None:
-        model = build_model(self.spec, self.lowering)
+        with fn.layers.set_lowering(self.lowering):
+            self._start()
+
+    def _start(self) -> None:
+        model = build_model(self.spec)
         _, self.params, self.state = model.init(jax.random.key(0), (None, *self.spec.image))
         self.step = fn.make_train_step(model, LOSS, "adam", learning_rate=1e-3,
                                        skip_nonfinite=self.skip_nonfinite)
@@ -46,11 +54,12 @@ class FuncnetStep(Runner):
     def run(self, steps: int) -> None:
         params, state, opt_state = self.params, self.state, self.opt_state
         logs = None
-        for _ in range(steps):
-            batch = self.device_batches[self.step_count % self.batches]
-            key = jax.random.key(self.step_count) if self.spec.dropout else None
-            params, state, opt_state, logs = self.step(params, state, opt_state, batch, key)
-            self.step_count += 1
+        with fn.layers.set_lowering(self.lowering):
+            for _ in range(steps):
+                batch = self.device_batches[self.step_count % self.batches]
+                key = jax.random.key(self.step_count) if self.spec.dropout else None
+                params, state, opt_state, logs = self.step(params, state, opt_state, batch, key)
+                self.step_count += 1
         self.params, self.state, self.opt_state, self.logs = params, state, opt_state, logs
         jax.block_until_ready(logs)
 
@@ -74,7 +83,8 @@ class FuncnetFit(Runner):
     """``fn.fit``: each :meth:`run` is one epoch over ``steps`` batches of the data (``verbose=0``).
 
     :meth:`start` runs a whole epoch over the data (``first_call_steps`` steps), since a first call
-    on fewer steps would compile another scan length in ``"scan"`` mode.
+    on fewer steps would compile another scan length in ``"scan"`` mode. Each call of ``fit`` is
+    made under ``fn.layers.set_lowering(lowering)``.
     """
 
     mode = "auto"
@@ -82,7 +92,7 @@ class FuncnetFit(Runner):
     lowering = "auto"
 
     def start(self) -> None:
-        self.model = build_model(self.spec, self.lowering)
+        self.model = build_model(self.spec)
         _, self.params, self.state = self.model.init(jax.random.key(0), (None, *self.spec.image))
         self.opt_state = None
         self.device_x, self.device_y = jax.device_put(self.x), jax.device_put(self.y)
@@ -95,10 +105,11 @@ class FuncnetFit(Runner):
         if n > len(self.x):
             raise ValueError(f"fit runs at most {self.batches} steps per call here, asked {steps}")
         x, y = (self.device_x, self.device_y) if n == len(self.x) else (self.x[:n], self.y[:n])
-        result = fn.fit(self.model, self.params, self.state, x, y, loss=LOSS, optimizer="adam",
-                        learning_rate=1e-3, epochs=1, batch_size=self.spec.batch, verbose=0,
-                        opt_state=self.opt_state, key=jax.random.key(self.epoch), mode=self.mode,
-                        steps_per_call=self.steps_per_call)
+        with fn.layers.set_lowering(self.lowering):
+            result = fn.fit(self.model, self.params, self.state, x, y, loss=LOSS, optimizer="adam",
+                            learning_rate=1e-3, epochs=1, batch_size=self.spec.batch, verbose=0,
+                            opt_state=self.opt_state, key=jax.random.key(self.epoch),
+                            mode=self.mode, steps_per_call=self.steps_per_call)
         self.epoch += 1
         self.params, self.state, self.opt_state = result.params, result.state, result.opt_state
         self.history = result.history

@@ -30,6 +30,7 @@ from funcnet.layers.conv import (
     ConvTranspose3D,
 )
 from funcnet.layers.dense import Dense
+from funcnet.layers._lowering import set_lowering
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
 from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm
@@ -59,5 +60,6 @@ LAYERS = {
 __all__ = [
     *LAYERS,
     "ACTIVATIONS",
+    "set_lowering",
     "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax",
 ]

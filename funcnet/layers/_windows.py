@@ -65,12 +65,15 @@ def _window_axes(rank: int) -> tuple[int, ...]:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _window_max(view: Array, axes: tuple[int, ...]) -> Array:
+def first_max(view: Array, axes: tuple[int, ...]) -> Array:
+    """The maximum of ``view`` over ``axes`` (``jnp.max``), with the derivative of each result
+    flowing through its first maximal element in row-major order over ``axes`` (``jnp.max``'s
+    splits it evenly between ties)."""
     return jnp.max(view, axis=axes)
 
 
-@_window_max.defjvp
-def _window_max_jvp(axes: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+@first_max.defjvp
+def _first_max_jvp(axes: tuple[int, ...], primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     """The derivative flows through the first maximal element of each window (row-major order)."""
     (view,), (tangent,) = primals, tangents
     top = jnp.max(view, axis=axes)
@@ -143,7 +146,7 @@ def pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...], pads: P
                 for n, (lo, hi), k, s in zip(sizes, pads, window, strides, strict=True))
     axes = _window_axes(len(window))
     if not average:
-        return _window_max(_view(x, window, strides, pads, out, -np.inf), axes)
+        return first_max(_view(x, window, strides, pads, out, -np.inf), axes)
     sums = jnp.sum(_view(x, window, strides, pads, out, 0), axis=axes)
     if not any(lo or hi for lo, hi in pads):
         return sums / math.prod(window)

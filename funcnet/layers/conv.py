@@ -32,7 +32,7 @@ from funcnet.core import (
     spec,
 )
 from funcnet.layers import _patches
-from funcnet.layers._lowering import check_lowering, use_fast
+from funcnet.layers._lowering import by_platform
 from funcnet.layers._spatial import (
     conv_dimension_numbers,
     int_tuple,
@@ -52,53 +52,62 @@ Pads = tuple[tuple[int, int], ...]
 PaddingArg = str | int | Sequence[tuple[int, int]]
 
 
-@partial(jax.jit, static_argnames=("transpose", "fast", "strides", "pads", "dilation", "groups",
+@partial(jax.jit, static_argnames=("transpose", "strides", "pads", "dilation", "groups",
                                    "activation"))
-def _convolve(x: Array, w: Array, b: Array | None, *, transpose: bool, fast: bool, strides: Ints,
-              pads: Pads, dilation: Ints, groups: int,
-              activation: Callable[[Array], Array]) -> Array:
+def _convolve(x: Array, w: Array, b: Array | None, *, transpose: bool, strides: Ints, pads: Pads,
+              dilation: Ints, groups: int, activation: Callable[[Array], Array]) -> Array:
     """``activation(conv(x, w) + b)`` in ``x``'s dtype, compiled as one (eager calls stay fast;
     inside an outer ``jit`` it is inlined).
 
     For a transposed convolution ``pads`` are the crops of its full output (see
-    :func:`funcnet.layers._spatial.transpose_crops`). With ``fast``, convolutions take the
-    lowering of :mod:`funcnet.layers._patches`; otherwise ``lax.conv_general_dilated``.
+    :func:`funcnet.layers._spatial.transpose_crops`). The convolution takes the lowering that
+    :func:`funcnet.layers._lowering.by_platform` chooses.
     """
-    rank = x.ndim - 2
     w = as_compute(w, x)
-    if fast and groups == 1:
-        if transpose:
-            y = _patches.conv_transpose(x, w, strides=strides, crops=pads, dilation=dilation)
-        else:
-            y = _patches.conv(x, w, strides=strides, pads=pads, dilation=dilation)
-    elif fast and groups == x.shape[-1]:  # depthwise (transposed convolutions have groups=1)
-        y = _patches.depthwise(x, w, strides=strides, pads=pads, dilation=dilation)
-    elif fast:
-        y = _patches.grouped(x, w, groups=groups, strides=strides, pads=pads, dilation=dilation)
-    elif transpose:
-        # Scatter-add definition, as a stride-1 convolution over the input dilated by `strides`
-        # with the spatially flipped kernel; a crop of c positions is dk - 1 - c of padding.
-        effective = ((k - 1) * d + 1 for k, d in zip(w.shape[:rank], dilation, strict=True))
-        conv_pads = tuple((dk - 1 - lo, dk - 1 - hi)
-                          for dk, (lo, hi) in zip(effective, pads, strict=True))
-        y = jax.lax.conv_general_dilated(x, jnp.flip(w, tuple(range(rank))), (1,) * rank, conv_pads,
-                                         lhs_dilation=strides, rhs_dilation=dilation,
-                                         dimension_numbers=conv_dimension_numbers(rank))
-    else:
-        y = jax.lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
-                                         feature_group_count=groups,
-                                         dimension_numbers=conv_dimension_numbers(rank))
+    config = {"transpose": transpose, "strides": strides, "pads": pads, "dilation": dilation,
+              "groups": groups}
+    y = by_platform(partial(_fast_convolution, **config), partial(_reference_convolution, **config),
+                    x, w)
     if b is not None:
         y = y + as_compute(b, x)
     return activation(y)
 
 
+def _fast_convolution(x: Array, w: Array, *, transpose: bool, strides: Ints, pads: Pads,
+                      dilation: Ints, groups: int) -> Array:
+    """The convolution in the fast lowering of :mod:`funcnet.layers._patches`."""
+    if groups == 1:
+        if transpose:
+            return _patches.conv_transpose(x, w, strides=strides, crops=pads, dilation=dilation)
+        return _patches.conv(x, w, strides=strides, pads=pads, dilation=dilation)
+    if groups == x.shape[-1]:  # depthwise (transposed convolutions have groups=1)
+        return _patches.depthwise(x, w, strides=strides, pads=pads, dilation=dilation)
+    return _patches.grouped(x, w, groups=groups, strides=strides, pads=pads, dilation=dilation)
+
+
+def _reference_convolution(x: Array, w: Array, *, transpose: bool, strides: Ints, pads: Pads,
+                           dilation: Ints, groups: int) -> Array:
+    """The convolution as ``lax.conv_general_dilated``."""
+    rank = x.ndim - 2
+    if transpose:
+        # Scatter-add definition, as a stride-1 convolution over the input dilated by `strides`
+        # with the spatially flipped kernel; a crop of c positions is dk - 1 - c of padding.
+        effective = ((k - 1) * d + 1 for k, d in zip(w.shape[:rank], dilation, strict=True))
+        conv_pads = tuple((dk - 1 - lo, dk - 1 - hi)
+                          for dk, (lo, hi) in zip(effective, pads, strict=True))
+        return jax.lax.conv_general_dilated(x, jnp.flip(w, tuple(range(rank))), (1,) * rank,
+                                            conv_pads, lhs_dilation=strides, rhs_dilation=dilation,
+                                            dimension_numbers=conv_dimension_numbers(rank))
+    return jax.lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation,
+                                        feature_group_count=groups,
+                                        dimension_numbers=conv_dimension_numbers(rank))
+
+
 def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: IntOrTuple,
              strides: IntOrTuple, padding: PaddingArg, dilation: IntOrTuple, groups: int,
              activation: str | Callable | None, use_bias: bool, w_init: Initializer,
-             b_init: Initializer, name: str | None, lowering: str) -> Layer:
+             b_init: Initializer, name: str | None) -> Layer:
     """The N-D (transposed) convolution behind every constructor in this module."""
-    check_lowering(lowering, kind)
     check_callable(w_init, "w_init", kind)
     check_callable(b_init, "b_init", kind)
     check_positive(filters, "filters", kind)
@@ -149,8 +158,8 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
         check_input_shape(x, (None, *sizes, w.shape[-2] * groups), f"w has shape {tuple(w.shape)}")
         pads, _ = output_sizes(sizes)
         y = _convolve(x, w, weights[1] if use_bias else None, transpose=transpose,
-                      fast=use_fast(lowering), strides=strides, pads=pads, dilation=dilation,
-                      groups=groups, activation=act)
+                      strides=strides, pads=pads, dilation=dilation, groups=groups,
+                      activation=act)
         return y, state
 
     config = {"filters": filters, "kernel_size": list(kernel), "strides": list(strides),
@@ -174,9 +183,12 @@ def Conv2D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 2-D convolution over images: ``y = activation(conv(x, w) + b)``.
+
+    On the CPU the convolution and both its gradients run as matrix products with the input's
+    patches (faster on XLA's CPU backend, equal to float rounding), elsewhere as
+    ``lax.conv_general_dilated``; :func:`funcnet.layers.set_lowering` overrides the choice.
 
     Args:
         filters: number of output channels.
@@ -194,14 +206,6 @@ def Conv2D(  # noqa: N802
         use_bias: whether to add ``b``.
         w_init, b_init: initializers from ``jax.nn.initializers`` (Glorot uniform, zeros).
         name: this layer's name in an enclosing model.
-        lowering: ``"auto"`` (the default), ``"reference"`` (``lax.conv_general_dilated`` and
-            its derivatives) or ``"fast"`` (the values and both gradients as matrix products
-            with the input's patches, the values as sums of scaled slices for inputs of at most
-            4 channels; depthwise convolutions, ``groups`` equal to the input channels, as
-            sums of scaled slices, other grouped ones group by group; equal to float rounding,
-            and faster on XLA's CPU backend, several times so inside ``fit``'s compiled loop);
-            ``"auto"`` takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``. Not part
-            of the architecture (not in ``config``).
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', filters)``; per axis, with ``dk = (k - 1) * dilation + 1``:
@@ -217,8 +221,7 @@ def Conv2D(  # noqa: N802
             input, and at apply for an input with other channels than ``w`` was built for.
     """
     return _conv_nd(2, False, "Conv2D", filters, kernel_size, strides, padding, dilation,
-                    groups, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def Conv1D(  # noqa: N802
@@ -234,7 +237,6 @@ def Conv1D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 1-D convolution over sequences; arguments as for :func:`Conv2D`.
 
@@ -245,8 +247,7 @@ def Conv1D(  # noqa: N802
         ``{"w": (k, C // groups, filters), "b": (filters,)}``.
     """
     return _conv_nd(1, False, "Conv1D", filters, kernel_size, strides, padding, dilation,
-                    groups, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def Conv3D(  # noqa: N802
@@ -262,7 +263,6 @@ def Conv3D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 3-D convolution over volumes; arguments as for :func:`Conv2D`.
 
@@ -273,8 +273,7 @@ def Conv3D(  # noqa: N802
         ``{"w": (kd, kh, kw, C // groups, filters), "b": (filters,)}``.
     """
     return _conv_nd(3, False, "Conv3D", filters, kernel_size, strides, padding, dilation,
-                    groups, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    groups, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose2D(  # noqa: N802
@@ -289,7 +288,6 @@ def ConvTranspose2D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 2-D transposed convolution (the adjoint of :func:`Conv2D`; upsamples by ``strides``).
 
@@ -306,8 +304,6 @@ def ConvTranspose2D(  # noqa: N802
             many positions cropped from each end of the full output (PyTorch's ``padding``), each
             at most ``(k - 1) * dilation``. Case-insensitive.
         activation, use_bias, w_init, b_init, name: as for :func:`Conv2D`.
-        lowering: as for :func:`Conv2D`; the fast lowering computes every tap's products in one
-            matrix product and scatter-adds them (no products with the zeros of a dilated input).
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', filters)``.
@@ -317,8 +313,7 @@ def ConvTranspose2D(  # noqa: N802
         :func:`Conv2D` (Keras stores ``(kh, kw, filters, C)``).
     """
     return _conv_nd(2, True, "ConvTranspose2D", filters, kernel_size, strides, padding, dilation,
-                    1, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    1, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose1D(  # noqa: N802
@@ -333,7 +328,6 @@ def ConvTranspose1D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 1-D transposed convolution; arguments and sizes as for :func:`ConvTranspose2D`.
 
@@ -344,8 +338,7 @@ def ConvTranspose1D(  # noqa: N802
         ``{"w": (k, C, filters), "b": (filters,)}``.
     """
     return _conv_nd(1, True, "ConvTranspose1D", filters, kernel_size, strides, padding, dilation,
-                    1, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    1, activation, use_bias, w_init, b_init, name)
 
 
 def ConvTranspose3D(  # noqa: N802
@@ -360,7 +353,6 @@ def ConvTranspose3D(  # noqa: N802
     w_init: Initializer = glorot_uniform,
     b_init: Initializer = zeros,
     name: str | None = None,
-    lowering: str = "auto",
 ) -> Layer:
     """A 3-D transposed convolution; arguments and sizes as for :func:`ConvTranspose2D`.
 
@@ -371,5 +363,4 @@ def ConvTranspose3D(  # noqa: N802
         ``{"w": (kd, kh, kw, C, filters), "b": (filters,)}``.
     """
     return _conv_nd(3, True, "ConvTranspose3D", filters, kernel_size, strides, padding, dilation,
-                    1, activation, use_bias, w_init, b_init, name,
-                    lowering)
+                    1, activation, use_bias, w_init, b_init, name)

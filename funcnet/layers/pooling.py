@@ -29,21 +29,29 @@ from funcnet.core import (
     spec,
 )
 from funcnet.layers import _windows
-from funcnet.layers._lowering import check_lowering, use_fast
+from funcnet.layers._lowering import by_platform
 from funcnet.layers._spatial import int_tuple, normalize_padding, spatial_sizes, window_pads
 
 IntOrTuple = int | Sequence[int]
 
 
-@partial(jax.jit, static_argnames=("window", "strides", "pads", "average", "fast"))
+@partial(jax.jit, static_argnames=("window", "strides", "pads", "average"))
 def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
-          pads: tuple[tuple[int, int], ...], average: bool, fast: bool = False) -> Array:
+          pads: tuple[tuple[int, int], ...], average: bool) -> Array:
     """Max or mean over each window of the real (not padded) values, compiled as one.
 
-    With ``fast``, non-overlapping windows take the lowering of :mod:`funcnet.layers._windows`.
+    Non-overlapping windows take the lowering that :func:`funcnet.layers._lowering.by_platform`
+    chooses (the fast one is :mod:`funcnet.layers._windows`); overlapping ones the reference.
     """
-    if fast and _windows.applies(window, strides):
-        return _windows.pool(x, window=window, strides=strides, pads=pads, average=average)
+    config = {"window": window, "strides": strides, "pads": pads, "average": average}
+    if _windows.applies(window, strides):
+        return by_platform(partial(_windows.pool, **config), partial(_reference_pool, **config), x)
+    return _reference_pool(x, **config)
+
+
+def _reference_pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
+                    pads: tuple[tuple[int, int], ...], average: bool) -> Array:
+    """Pooling as ``lax.reduce_window``."""
     dims, steps, pads = (1, *window, 1), (1, *strides, 1), ((0, 0), *pads, (0, 0))
     if not average:
         return jax.lax.reduce_window(x, np.array(-np.inf, x.dtype), jax.lax.max, dims, steps, pads)
@@ -57,9 +65,8 @@ def _pool(x: Array, *, window: tuple[int, ...], strides: tuple[int, ...],
 
 
 def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides: IntOrTuple | None,
-             padding: str, name: str | None, lowering: str) -> Layer:
+             padding: str, name: str | None) -> Layer:
     """The N-D max (``average=False``) or average pooling behind the constructors below."""
-    check_lowering(lowering, kind)
     window = int_tuple(pool_size, rank, "pool_size", kind)
     strides = window if strides is None else int_tuple(strides, rank, "strides", kind)
     padding = normalize_padding(padding, rank, kind, explicit=False)
@@ -79,8 +86,7 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
         check_floating(x)
         sizes, _ = spatial_sizes(tuple(x.shape), rank, kind)
         pads, _ = window_pads(sizes, window, strides, no_dilation, padding, "pool_size")
-        return _pool(x, window=window, strides=strides, pads=pads, average=average,
-                     fast=use_fast(lowering)), state
+        return _pool(x, window=window, strides=strides, pads=pads, average=average), state
 
     config = {"pool_size": list(window), "strides": list(strides), "padding": padding}
     return Layer(init, apply, kind, config, (), name)
@@ -91,10 +97,13 @@ def MaxPool2D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """The maximum over each window of an image; padded positions never win.
+
+    The gradient of a window goes to its first maximal element in row-major window order. On the
+    CPU non-overlapping windows (``strides >= pool_size``) are reduced over a reshaped view
+    (faster on XLA's CPU backend, bitwise the same values and gradients), elsewhere by
+    ``lax.reduce_window``; :func:`funcnet.layers.set_lowering` overrides the choice.
 
     Args:
         pool_size: the window's size, an int (the same on every spatial axis) or one per axis.
@@ -102,11 +111,6 @@ def MaxPool2D(  # noqa: N802
         padding: ``"VALID"`` (windows inside the input: ``(n - k) // stride + 1`` outputs) or
             ``"SAME"`` (``ceil(n / stride)`` outputs), case-insensitive.
         name: this layer's name in an enclosing model.
-        lowering: ``"auto"`` (the default), ``"reference"`` (``lax.reduce_window``) or
-            ``"fast"`` (a reduction over a reshaped view, for non-overlapping windows: several
-            times faster on XLA's CPU backend, with the same values and gradients); ``"auto"``
-            takes ``"fast"`` when ``jax.default_backend()`` is ``"cpu"``. Not part of the
-            architecture (not in ``config``). See ``docs/benchmarks.md``.
 
     Shapes:
         ``(N, H, W, C) -> (N, H', W', C)``. No params or state.
@@ -115,7 +119,7 @@ def MaxPool2D(  # noqa: N802
         ValueError: for bad configuration; :class:`~funcnet.ShapeError` for an input of another
             rank, or a window larger than the input with ``"VALID"``.
     """
-    return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name)
 
 
 def MaxPool1D(  # noqa: N802
@@ -123,11 +127,9 @@ def MaxPool1D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """Max pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`MaxPool2D`."""
-    return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name)
 
 
 def MaxPool3D(  # noqa: N802
@@ -135,12 +137,10 @@ def MaxPool3D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """Max pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; arguments as for
     :func:`MaxPool2D`."""
-    return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name)
 
 
 def AvgPool2D(  # noqa: N802
@@ -148,15 +148,13 @@ def AvgPool2D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """The mean over each window of an image.
 
     With ``"SAME"`` padding a window at the border averages only the real values it covers (the
     padding is not counted), as in Keras. Arguments, shapes and errors as for :func:`MaxPool2D`.
     """
-    return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name)
 
 
 def AvgPool1D(  # noqa: N802
@@ -164,11 +162,9 @@ def AvgPool1D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """Average pooling over sequences, ``(N, L, C) -> (N, L', C)``; see :func:`AvgPool2D`."""
-    return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name)
 
 
 def AvgPool3D(  # noqa: N802
@@ -176,12 +172,10 @@ def AvgPool3D(  # noqa: N802
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
     name: str | None = None,
-    *,
-    lowering: str = "auto",
 ) -> Layer:
     """Average pooling over volumes, ``(N, D, H, W, C) -> (N, D', H', W', C)``; see
     :func:`AvgPool2D`."""
-    return _pool_nd(3, True, "AvgPool3D", pool_size, strides, padding, name, lowering)
+    return _pool_nd(3, True, "AvgPool3D", pool_size, strides, padding, name)
 
 
 def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> Layer:
@@ -202,7 +196,7 @@ def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> L
         del params, key, train, context
         check_floating(x)
         check(tuple(x.shape))
-        return reduce(x, axis=tuple(range(1, x.ndim - 1))), state
+        return reduce(x, tuple(range(1, x.ndim - 1))), state
 
     return Layer(init, apply, kind, {}, (), name)
 
@@ -215,5 +209,10 @@ def GlobalAvgPool(name: str | None = None) -> Layer:  # noqa: N802
 
 def GlobalMaxPool(name: str | None = None) -> Layer:  # noqa: N802
     """The maximum over every spatial axis: ``(N, *spatial, C) -> (N, C)``, for any number of
-    spatial axes."""
-    return _global_pool("GlobalMaxPool", jnp.max, name)
+    spatial axes.
+
+    As in :func:`MaxPool2D`, the gradient of tied maxima goes to the first of them in row-major
+    order over the spatial axes (bitwise what ``MaxPool2D`` with a window the size of the input
+    gives), not split between them.
+    """
+    return _global_pool("GlobalMaxPool", _windows.first_max, name)
