@@ -238,7 +238,7 @@ def fit(
         raise ValueError("mode='scan' gathers batches on the device, but data_on_device is False; use mode='step'.")
 
     if opt_state is None:
-        opt_state = program.tx.init(params)
+        opt_state = program.init_opt_state(params)
     program.check_opt_state(params, opt_state)
     params, state, opt_state, epoch_metrics = _copy((params, state, opt_state, epoch_metrics))
 

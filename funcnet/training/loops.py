@@ -75,9 +75,10 @@ class TrainLoop:
 
     def apply(self, carry: Carry, x: Any, y: Any, weights: Array | None, step_root: Key) -> Carry:
         key = step_key(step_root, carry.step)
-        params, state, opt_state, loss, outputs, ok, bad_run = self.program.update(
+        params, state, opt_state, loss, outputs, finite = self.program.update(
             carry.params, carry.state, carry.opt_state, x, y, weights, key)
-        acc = self.program.tracker.update(carry.acc, loss, y, outputs, weights, ok, bad_run)
+        bad_run = None if finite is None else opt_state.guard.bad_run
+        acc = self.program.tracker.update(carry.acc, loss, y, outputs, weights, finite, bad_run)
         return Carry(params, state, opt_state, acc, carry.row + 1, carry.step + 1)
 
     def device_step(self) -> Callable:
