@@ -11,7 +11,8 @@
 
 One step: ``model.apply(params, state, x, key=key, train=True)``, the loss, ``jax.grad``, the
 optax update (see :func:`funcnet.training.make_optimizer`) and ``optax.apply_updates``, all in one
-``jax.jit``. It compiles once per batch shape and donates ``params``, ``state`` and ``opt_state``
+``jax.jit``; with ``skip_nonfinite`` (the default), the non-finite guard around the update (see
+:mod:`funcnet.training.guard`). ``opt_state`` is a :class:`funcnet.training.OptState`. It compiles once per batch shape and donates ``params``, ``state`` and ``opt_state``
 (their old buffers are reused for the new values: do not use the arrays you passed in after the
 call; keep the returned ones).
 """
