@@ -178,7 +178,7 @@ def test_opt_state_of_another_optimizer_is_a_clear_error():
     step = make_train_step(model, LOSS, "adam", freeze="dense_0")
     with pytest.raises(ValueError, match=r"opt_state does not match the optimizer.*init_opt_state"):
         step(copy(params), state, init_opt_state(params, "adam"), (x, y), None)
-    with pytest.raises(ValueError, match=r"opt_state is a tuple, but a train step takes a funcnet OptState.*"
+    with pytest.raises(ValueError, match=r"opt_state has type tuple, but a train step takes a funcnet OptState.*"
                                          r"upgrade_opt_state"):
         step(copy(params), state, optax.adam(1e-3).init(params), (x, y), None)
 
@@ -364,6 +364,8 @@ def test_upgrade_opt_state_from_apply_if_finite_and_bare_states():
     assert new.optimizer is old.inner_state
     # It is what the step takes: it runs on, and a skipped step counts on from the old counters.
     step = make_train_step(model, LOSS, "adam", learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"opt_state has type ApplyIfFiniteState, .*upgrade_opt_state\(opt_state\)"):
+        step(copy(params), state, old, (x, y), None)
     _, _, opt, logs = step(copy(params), state, new, (np.full_like(x, np.nan), y), None)
     assert (int(opt.guard.bad_run), int(opt.guard.skipped)) == (3, 6)
     bare = optax.adam(0.01).init(params)

@@ -8,11 +8,11 @@ An epoch runs its batches from row ``start`` (0, or where a resumed run stopped)
   step count is an argument of the loop, so calls of any length share one compilation);
 * :class:`HostSteps` (data kept on the host): one step per call on a batch copied ahead.
 
-:func:`make_driver` picks the driver of an epoch; :func:`pauses` runs it over the epoch and yields a :class:`Pause` where ``fit`` has
-something to do: after a *stop* row (a callback asked for the training state every
-``every_steps`` steps), when the progress bar or the non-finite check should fetch the running
-logs, and once at the end of the epoch. ``fit`` reacts to each pause in its own loop: nothing is
-called back.
+:func:`make_driver` picks the driver of an epoch; :func:`pauses` runs it over the epoch and
+yields a :class:`Pause` where ``fit`` has something to do: after a *stop* row (a callback asked
+for the training state every ``every_steps`` steps), when the progress bar or the non-finite
+check should fetch the running logs, and once at the end of the epoch. ``fit`` reacts to each
+pause in its own loop: nothing is called back.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@
 One step: ``model.apply(params, state, x, key=key, train=True)``, the loss, ``jax.grad``, the
 optax update (see :func:`funcnet.training.make_optimizer`) and ``optax.apply_updates``, all in one
 ``jax.jit``; with ``skip_nonfinite`` (the default), the non-finite guard around the update (see
-:mod:`funcnet.training.guard`). ``opt_state`` is a :class:`funcnet.training.OptState`. It compiles once per batch shape and donates ``params``, ``state`` and ``opt_state``
-(their old buffers are reused for the new values: do not use the arrays you passed in after the
-call; keep the returned ones).
+:mod:`funcnet.training.guard`). ``opt_state`` is a :class:`funcnet.training.OptState`. It
+compiles once per batch shape and donates ``params``, ``state`` and ``opt_state`` (their old
+buffers are reused for the new values: do not use the arrays you passed in after the call; keep
+the returned ones).
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class TrainProgram:
             return
         if not isinstance(opt_state, OptState):
             raise ValueError(
-                f"opt_state is a {type(opt_state).__name__}, but a train step takes a funcnet OptState (the "
+                f"opt_state has type {type(opt_state).__name__}, but a train step takes a funcnet OptState (the "
                 "optimizer's state and the non-finite guard's counters). Build it with "
                 "funcnet.training.init_opt_state(params, optimizer, ...); convert one saved by an older funcnet "
                 "(optax's ApplyIfFiniteState, or a bare optax state) with "
