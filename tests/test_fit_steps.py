@@ -11,7 +11,7 @@ import pytest
 
 from funcnet import checkpoint as ck
 from funcnet.training import Callback, TrainState, fit
-from funcnet.training.epoch import stop_rows
+from funcnet.training.epoch import pauses, stop_rows
 from tests.test_fit import LOSS, compilations, init, leaves, mlp, teacher_data
 
 N, BATCH = 100, 16  # 7 batches an epoch, the last one padded
@@ -49,6 +49,34 @@ def test_stop_rows_match_a_brute_force_count():
             if row < steps and any(done % k == 0 for k in intervals):
                 expected.append(row)
         assert stop_rows(first_step, start, steps, intervals) == expected
+
+
+class CountingDriver:
+    """A driver whose carry is the row reached; records the length of each call."""
+
+    def __init__(self, chunk, refresh_every_call):
+        self.chunk, self.refresh_every_call, self.calls = chunk, refresh_every_call, []
+
+    def advance(self, carry, count):
+        self.calls.append(count)
+        return carry + count
+
+
+def test_pauses_cut_calls_at_stops_and_chunks_and_end_once():
+    driver = CountingDriver(chunk=4, refresh_every_call=True)
+    seen = [(p.carry, p.row, p.stop, p.refresh, p.end)
+            for p in pauses(driver, 2, start=2, steps=11, stops=[3, 9], refresh=True)]
+    # Calls end at the stops (3, 9) and at multiples of the chunk (4, 8); the carry follows the rows.
+    assert driver.calls == [1, 1, 4, 1, 2]
+    assert seen == [(3, 3, True, True, False), (4, 4, False, True, False), (8, 8, False, True, False),
+                    (9, 9, True, True, False), (11, 11, False, False, True)]
+    # Without refreshes, only the stops and the end pause; a consumer that stops early runs no more steps.
+    driver = CountingDriver(chunk=1, refresh_every_call=False)
+    for pause in pauses(driver, 0, start=0, steps=6, stops=[2, 4], refresh=False):
+        assert pause.stop and not pause.refresh
+        if pause.row == 4:
+            break
+    assert sum(driver.calls) == 4
 
 
 @pytest.mark.parametrize("options", MODES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))

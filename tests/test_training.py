@@ -19,6 +19,8 @@ from funcnet.training import (
     make_optimizer,
     make_train_step,
 )
+from funcnet.checkpoint.tree import build, flatten_with_paths, leaf_paths
+from funcnet.training import GuardState, OptState, migrate_guard_layout, upgrade_opt_state
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -175,6 +177,9 @@ def test_opt_state_of_another_optimizer_is_a_clear_error():
     model, params, state, x, y = setup()
     step = make_train_step(model, LOSS, "adam", freeze="dense_0")
     with pytest.raises(ValueError, match=r"opt_state does not match the optimizer.*init_opt_state"):
+        step(copy(params), state, init_opt_state(params, "adam"), (x, y), None)
+    with pytest.raises(ValueError, match=r"opt_state has type tuple, but a train step takes a funcnet OptState.*"
+                                         r"upgrade_opt_state"):
         step(copy(params), state, optax.adam(1e-3).init(params), (x, y), None)
 
 
@@ -234,12 +239,13 @@ def test_nonfinite_step_is_skipped_and_counted(where):
         bad_y[3] = -1
     p, s, opt, logs = step(p, s, opt, (bad_x, bad_y), None)
     assert int(logs["skipped"]) == 1 and int(logs["bad_run"]) == 1
-    for a, b in zip(jax.tree.leaves(host((p, s, opt.inner_state))),
-                    jax.tree.leaves((before[0], before[1], before[2].inner_state)), strict=True):
+    for a, b in zip(jax.tree.leaves(host((p, s, opt.optimizer))),
+                    jax.tree.leaves((before[0], before[1], before[2].optimizer)), strict=True):
         np.testing.assert_array_equal(a, b)  # params, BatchNorm statistics and Adam's moments untouched
-    assert int(opt.total_notfinite) == 1
+    assert (int(opt.guard.bad_run), int(opt.guard.skipped)) == (1, 1)
     p, s, opt, logs = step(p, s, opt, (x, y), None)
-    assert int(logs["skipped"]) == 0 and int(logs["bad_run"]) == 0 and int(opt.total_notfinite) == 1
+    assert int(logs["skipped"]) == 0 and int(logs["bad_run"]) == 0
+    assert (int(opt.guard.bad_run), int(opt.guard.skipped)) == (0, 1)
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(host((p, s))))
 
 
@@ -302,3 +308,94 @@ def test_label_checks_accept_good_labels():
 def test_make_optimizer_is_plain_optax():
     tx = make_optimizer("adam", freeze="dense_0")
     assert isinstance(tx, optax.GradientTransformation)
+    assert vars(tx.update) == {} and vars(tx.init) == {}  # nothing attached
+    params = {"dense_0": {"w": jnp.ones(2)}, "dense_1": {"w": jnp.ones(2)}}
+    reference = optax.multi_transform({"trainable": optax.adam(1e-3), "frozen": optax.set_to_zero()},
+                                      {"dense_0": {"w": "frozen"}, "dense_1": {"w": "trainable"}})
+    assert jax.tree.structure(tx.init(params)) == jax.tree.structure(reference.init(params))
+
+
+@pytest.mark.parametrize("make_tx", [lambda: optax.sgd(0.1), lambda: optax.chain(optax.clip(1.0), optax.adam(0.01)),
+                                     lambda: optax.inject_hyperparams(optax.rmsprop)(learning_rate=0.01)])
+def test_any_optax_optimizer_gets_the_guard(make_tx):
+    model, params, state, x, y = setup()
+    tx = make_tx()
+    step = make_train_step(model, LOSS, tx)
+    opt = init_opt_state(params, tx)
+    assert isinstance(opt, OptState) and isinstance(opt.guard, GuardState)
+    p, s, opt, _ = step(copy(params), state, opt, (x, y), None)
+    before = host((p, opt.optimizer))
+    bad = x.copy()
+    bad[0, 0] = np.inf
+    p, s, opt, logs = step(p, s, opt, (bad, y), None)
+    assert int(logs["skipped"]) == 1 and (int(opt.guard.bad_run), int(opt.guard.skipped)) == (1, 1)
+    for a, b in zip(jax.tree.leaves(host((p, opt.optimizer))), jax.tree.leaves(before), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unguarded_step_has_the_same_layout_and_leaves_the_counters():
+    model, params, state, x, y = setup()
+    step = make_train_step(model, LOSS, "sgd", skip_nonfinite=False)
+    opt = init_opt_state(params, "sgd")
+    bad = np.full_like(x, np.nan)
+    p, _, opt, logs = step(copy(params), state, opt, (bad, y), None)
+    assert "skipped" not in logs and (int(opt.guard.bad_run), int(opt.guard.skipped)) == (0, 0)
+    assert np.isnan(np.asarray(p["dense_0"]["w"])).all()  # no guard: the NaN update went through
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The layout of older versions: ApplyIfFiniteState
+
+
+def old_layout(params, freeze=None):
+    """The opt_state funcnet's step used before OptState: optax.apply_if_finite around the optimizer."""
+    tx = make_optimizer("adam", learning_rate=0.01, freeze=freeze)
+    old = optax.apply_if_finite(tx, 2**31 - 1).init(params)
+    return old._replace(notfinite_count=jnp.int32(2), total_notfinite=jnp.int32(5),
+                        inner_state=jax.tree.map(lambda a: a + 1, old.inner_state))
+
+
+def test_upgrade_opt_state_from_apply_if_finite_and_bare_states():
+    model, params, state, x, y = setup()
+    old = old_layout(params)
+    new = upgrade_opt_state(old)
+    assert isinstance(new, OptState) and (int(new.guard.bad_run), int(new.guard.skipped)) == (2, 5)
+    assert new.optimizer is old.inner_state
+    # It is what the step takes: it runs on, and a skipped step counts on from the old counters.
+    step = make_train_step(model, LOSS, "adam", learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"opt_state has type ApplyIfFiniteState, .*upgrade_opt_state\(opt_state\)"):
+        step(copy(params), state, old, (x, y), None)
+    _, _, opt, logs = step(copy(params), state, new, (np.full_like(x, np.nan), y), None)
+    assert (int(opt.guard.bad_run), int(opt.guard.skipped)) == (3, 6)
+    bare = optax.adam(0.01).init(params)
+    assert upgrade_opt_state(bare).optimizer is bare and int(upgrade_opt_state(bare).guard.skipped) == 0
+    assert upgrade_opt_state(new) is new
+
+
+def test_migrate_guard_layout_rewrites_a_saved_manifest(tmp_path):
+    from funcnet import checkpoint as ck
+    from funcnet.checkpoint import format as fmt
+
+    model, params, state, x, y = setup()
+    old = old_layout(params, freeze="dense_0")
+    ck.save(tmp_path / "c", {"params": params, "opt_state": old})
+    manifest = fmt.read_manifest(tmp_path / "c")
+    migrated = migrate_guard_layout(manifest)
+    paths = sorted(e["path"] for e in migrated["arrays"])
+    assert "['opt_state'].guard.bad_run" in paths and "['opt_state'].guard.skipped" in paths
+    assert not any(p.startswith("['opt_state'].inner_state") or "last_finite" in p or "notfinite" in p for p in paths)
+    assert any(p.startswith("['opt_state'].optimizer.inner_states") for p in paths)  # multi_transform
+    assert sorted(leaf_paths(migrated["tree"])) == paths
+    assert migrate_guard_layout(migrated) == migrated  # nothing left to migrate
+    # The rewritten skeleton builds the tree upgrade_opt_state gives, from the same files.
+    files = {e["path"]: e["file"] for e in manifest["arrays"]}
+    new_files = {e["path"]: e["file"] for e in migrated["arrays"]}
+    old_leaves = dict(flatten_with_paths({"params": params, "opt_state": old})[0])
+    by_file = {files[p]: v for p, v in old_leaves.items()}
+    rebuilt = build(migrated["tree"], {p: by_file[f] for p, f in new_files.items()})
+    expected = upgrade_opt_state(old)
+    assert type(rebuilt["opt_state"]) is OptState and type(rebuilt["opt_state"].guard) is GuardState
+    assert jax.tree.structure(rebuilt["opt_state"]) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(rebuilt["opt_state"]), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -45,8 +45,7 @@ class FuncnetStep(Runner):
         _, self.params, self.state = model.init(jax.random.key(0), (None, *self.spec.image))
         self.step = fn.make_train_step(model, LOSS, "adam", learning_rate=1e-3,
                                        skip_nonfinite=self.skip_nonfinite)
-        self.opt_state = fn.training.init_opt_state(self.params, "adam", learning_rate=1e-3,
-                                                    skip_nonfinite=self.skip_nonfinite)
+        self.opt_state = fn.training.init_opt_state(self.params, "adam", learning_rate=1e-3)
         self.device_batches = [jax.device_put((self.x[self.batch(i)], self.y[self.batch(i)]))
                                for i in range(self.batches)]
         self.run(1)

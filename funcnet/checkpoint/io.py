@@ -245,6 +245,16 @@ def _abstract_init(model: Layer, input_shape: Any) -> tuple[Any, Any]:
     return jax.eval_shape(run, jax.random.key(0))
 
 
+def _opt_state_init(optimizer: Any, saved: dict) -> Any:
+    """``params -> opt_state`` in the saved layout: a train step's ``OptState`` (the optimizer's
+    state beside the guard's counters) or the bare optax state of a hand-written loop."""
+    from funcnet.training.guard import OptState
+
+    if saved.get("t") == "namedtuple" and saved.get("name") == OptState.__name__:
+        return lambda params: OptState.create(optimizer, params)
+    return optimizer.init
+
+
 def _target_from_manifest(manifest: dict, directory: Path, model: Layer | None, optimizer: Any) -> Any:
     """The target tree when no ``like`` is given: the saved structure, with params/state templates
     from ``model`` and an optimizer-state template from ``optimizer.init`` where given."""
@@ -268,7 +278,8 @@ def _target_from_manifest(manifest: dict, directory: Path, model: Layer | None, 
         params = replace.get(("params",))
         if params is None:
             params = tree_lib.build(tree_lib.child(skeleton, "params"), placeholders)
-        replace[("opt_state",)] = jax.eval_shape(optimizer.init, params)
+        replace[("opt_state",)] = jax.eval_shape(_opt_state_init(optimizer, tree_lib.child(skeleton, "opt_state")),
+                                                 params)
     return tree_lib.build(skeleton, placeholders, replace)
 
 
@@ -299,8 +310,10 @@ def restore(
         model: without ``like``: params/state templates come from this model's ``init``
             (checking the checkpoint fits it), and :attr:`Restored.model` returns it. Needed
             for models with custom layers.
-        optimizer: without ``like``: an optax ``GradientTransformation``; the optimizer state is
-            restored into the structure of ``optimizer.init(params)``.
+        optimizer: without ``like``: an optax ``GradientTransformation`` (from
+            ``make_optimizer`` with the train step's arguments); the optimizer state is restored
+            into the structure of ``funcnet.training.init_opt_state(params, optimizer)`` (an
+            ``OptState``) when it was saved as one, else of ``optimizer.init(params)``.
 
     Without ``like``, the structure is the saved one: dicts, lists, tuples, and NamedTuples as
     their original optax/funcnet classes (a stand-in NamedTuple for other classes).

@@ -4,11 +4,12 @@ The data goes to the device once; each epoch's batch order and every step's key 
 ``key`` as documented in :mod:`funcnet.training.batching`, so a hand-written loop over
 :func:`funcnet.make_train_step` with the same keys gives the same parameters. Metrics accumulate on
 the device and are fetched once per epoch (and at most every half second for the progress bar).
+Each epoch is run by the driver of its mode (:mod:`funcnet.training.epoch`); ``fit`` reacts to
+the pauses it yields.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,9 +21,10 @@ import numpy as np
 from funcnet.core import Key, Layer, Params, State
 from funcnet.losses import label_kind
 from funcnet.metrics import Metric
-from funcnet.training.batching import RAGGED, batch_order, fit_keys, fits_on_device, host_batches, num_batches
-from funcnet.training.callbacks import as_callbacks
+from funcnet.training.batching import RAGGED, batch_order, fit_keys, fits_on_device, num_batches
+from funcnet.training.callbacks import Callback, as_callbacks
 from funcnet.training.checks import check_labels, check_lengths
+from funcnet.training.epoch import make_driver, pauses, progress_chunk, stop_rows
 from funcnet.training.evaluate import (
     Evaluator,
     as_arrays,
@@ -31,7 +33,6 @@ from funcnet.training.evaluate import (
     metric_threshold,
     output_struct,
 )
-from funcnet.training.epoch import device_scan, device_steps, host_steps, progress_chunk, run_epoch, stop_rows
 from funcnet.training.loops import Batches, Carry, TrainLoop
 from funcnet.training.optimizers import FreezeSpec, Schedule, learning_rate_of
 from funcnet.training.progress import Progress
@@ -45,43 +46,16 @@ __all__ = ["MODES", "choose_mode", "fit"]
 MODES = ("auto", "step", "scan")
 
 
-def choose_mode(on_device: bool, backend: str | None = None) -> str:
+def choose_mode(on_device: bool) -> str:
     """The mode ``"auto"`` picks: ``"scan"`` whenever the data is on the device, else ``"step"``.
 
     On accelerators the scan removes the per-step dispatch entirely. On a 2-core CPU it is faster
     too (docs/benchmarks.md): an epoch of the MLP 784-256-10 at batch 32 (1875 steps) took 0.36 s
     with the scan, 0.51 s with one call per step and 0.32-0.35 s for a hand-written
     ``jax.lax.scan``; 60 steps of the CNN at batch 128 took 1.76 s and 2.02 s. Data kept on the
-    host needs the per-step loop. ``backend`` is accepted for future per-backend choices.
+    host needs the per-step loop.
     """
-    del backend
     return "scan" if on_device else "step"
-
-
-def _split(x: Any, y: Any, sample_weight: Any, validation_split: float) -> tuple:
-    """Keras's rule: the last ``validation_split`` of the examples, before any shuffling."""
-    n = jax.tree.leaves(x)[0].shape[0]
-    at = int(n * (1 - validation_split))
-    if at == n or at == 0:
-        raise ValueError(f"validation_split={validation_split} leaves {n - at} of {n} examples for validation and "
-                         f"{at} for training; both need at least one.")
-
-    def cut(tree: Any, part: slice) -> Any:
-        return None if tree is None else jax.tree.map(lambda a: a[part], tree)
-
-    head, tail = slice(0, at), slice(at, n)
-    train = (cut(x, head), cut(y, head), cut(sample_weight, head))
-    return train, (cut(x, tail), cut(y, tail), cut(sample_weight, tail))
-
-
-def _copy(tree: Any) -> Any:
-    """Fresh device buffers, so that donating them never deletes the caller's arrays."""
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
-
-
-def _host(value: Any) -> Any:
-    value = np.asarray(value)
-    return value.item() if value.ndim == 0 else value
 
 
 def fit(
@@ -176,6 +150,108 @@ def fit(
             :func:`funcnet.training.check_labels`), before anything is compiled.
         NonFiniteError: after ``max_bad_steps`` consecutive non-finite steps.
     """
+    _check_arguments(epochs, batch_size, ragged, mode, steps_per_call, max_bad_steps, validation_split,
+                     validation_data)
+    callbacks = as_callbacks(callbacks)
+    train_state = _starting_point(resume, params, state, opt_state, key)
+    key = train_state.key
+    program = build_program(model, loss, optimizer, metrics=metrics, learning_rate=learning_rate, freeze=freeze,
+                            skip_nonfinite=skip_nonfinite, threshold=metric_threshold(loss), reuse=True)
+
+    x, y = as_arrays(x), as_arrays(y)
+    sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
+    check_lengths(x, y, sample_weight)
+    if validation_split:
+        (x, y, sample_weight), validation_data = _split(x, y, sample_weight, validation_split)
+    n = check_lengths(x, y, sample_weight)
+    outputs = output_struct(model, train_state.params, train_state.state, x, batch_size)
+    kind, loss_name = label_kind(program.loss_fn), loss_display_name(loss)
+    check_labels(y, outputs.shape, kind, loss_name=loss_name)
+    steps = num_batches(n, batch_size, ragged)
+    if steps == 0:
+        raise ValueError(f"ragged='drop' with batch_size={batch_size} drops all {n} examples; use a smaller "
+                         "batch_size or ragged='pad'.")
+    if train_state.batch:
+        _check_mid_epoch(train_state.batch, steps, train_state.epoch_metrics, program.tracker.init(outputs))
+    evaluator = None
+    if validation_data is not None:
+        evaluator = _validation(program, model, train_state.params, train_state.state, validation_data,
+                                validation_batch_size or max(batch_size, 256), kind, loss_name, data_on_device)
+
+    on_device = fits_on_device((x, y)) if data_on_device is None else data_on_device
+    mode = choose_mode(on_device) if mode == "auto" else mode
+    if mode == "scan" and not on_device:
+        raise ValueError("mode='scan' gathers batches on the device, but data_on_device is False; use mode='step'.")
+    if train_state.opt_state is None:
+        train_state = train_state._replace(opt_state=program.init_opt_state(train_state.params))
+    program.check_opt_state(train_state.params, train_state.opt_state)
+    train_state = _copy(train_state)
+
+    loop = TrainLoop(program, Batches(n, batch_size, masked=(ragged == "pad" and n % batch_size != 0)
+                                      or sample_weight is not None))
+    data = jax.device_put((x, y, sample_weight)) if on_device else (x, y, sample_weight)
+    summarize = loop.summarize()
+    data_key, step_root = fit_keys(key)
+    progress = Progress(verbose, epochs, steps, batch_size)
+    chunk = steps_per_call or (progress_chunk(steps) if progress.live else steps)
+    intervals = sorted({cb.every_steps for cb in callbacks if cb.every_steps})
+    history: dict[str, list] = {}
+    for cb in callbacks:
+        cb.on_train_begin(train_state)
+    try:
+        for epoch in range(train_state.epoch, epochs):
+            started, first, step = time.perf_counter(), train_state.batch, train_state.step
+            progress.begin_epoch(epoch)
+            order = batch_order(data_key, epoch, n, batch_size, ragged=ragged, shuffle=shuffle)
+            driver = make_driver(mode, loop, data, order, step_root, on_device=on_device, chunk=chunk, start=first)
+            acc = train_state.epoch_metrics if first else program.tracker.init(outputs)
+            carry = Carry(train_state.params, train_state.state, train_state.opt_state, acc, jnp.int32(first),
+                          jnp.int32(step))
+            for pause in pauses(driver, carry, start=first, steps=steps, stops=stop_rows(step, first, steps, intervals),
+                                refresh=mode == "step" or progress.live):
+                if pause.stop and _step_hooks(callbacks, _mid_epoch(pause.carry, epoch, key)):
+                    break
+                if pause.refresh or pause.end:
+                    logs = {k: _host(v) for k, v in jax.device_get(summarize(pause.carry.acc)).items()}
+                    _stop_if_bad(logs, skip_nonfinite, max_bad_steps, pause.carry, epoch, key, progress)
+                if pause.refresh:
+                    progress.update(pause.row, {k: v for k, v in logs.items() if k != "bad_run"})
+            carry = pause.carry
+            if not pause.end:  # a callback asked to stop in the middle of the epoch
+                train_state = _mid_epoch(carry, epoch, key)
+                break
+            step += steps - first
+            trained = time.perf_counter() - started
+            logs.pop("bad_run")
+            if not skip_nonfinite:
+                logs.pop("skipped")
+            if evaluator is not None:
+                logs.update({f"val_{k}": v for k, v in evaluator(carry.params, carry.state).items()})
+            rate = learning_rate_of(optimizer, learning_rate, carry.opt_state, step)
+            if rate is not None:
+                logs["learning_rate"] = rate
+            logs["time"] = time.perf_counter() - started
+            logs["examples_per_second"] = (steps - first) * batch_size / trained
+            history.setdefault("epoch", []).append(epoch)
+            for name, value in logs.items():
+                history.setdefault(name, []).append(value)
+            progress.end_epoch(epoch, logs)
+            train_state = TrainState(carry.params, carry.state, carry.opt_state, step, epoch + 1, key)
+            if _epoch_hooks(callbacks, epoch, logs, train_state):
+                break
+    finally:
+        progress.close()
+    result = train_state
+    for cb in callbacks:  # each sees the state training reached; the last replacement is returned
+        replaced = cb.on_train_end(train_state)
+        if replaced is not None:
+            result = replaced
+    return FitResult(result.params, result.state, result.opt_state, history)
+
+
+def _check_arguments(epochs: Any, batch_size: Any, ragged: Any, mode: Any, steps_per_call: Any, max_bad_steps: Any,
+                     validation_split: Any, validation_data: Any) -> None:
+    """fit's argument checks that need no data (before anything is copied or compiled)."""
     check_batch_size(batch_size)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"`epochs` must be a non-negative integer, got {epochs!r}.")
@@ -191,146 +267,68 @@ def fit(
         raise ValueError(f"`validation_split` must be in [0, 1), got {validation_split!r}.")
     if validation_split and validation_data is not None:
         raise ValueError("pass either validation_data or validation_split, not both.")
-    callbacks = as_callbacks(callbacks)
 
-    step, start_epoch, start_batch, epoch_metrics = 0, 0, 0, None
+
+def _starting_point(resume: TrainState | None, params: Params | None, state: State | None, opt_state: Any,
+                    key: Key | None) -> TrainState:
+    """Where training starts: ``resume``, or step 0 of epoch 0 from the given variables
+    (``opt_state`` None until the program builds it)."""
     if resume is not None:
         if not isinstance(resume, TrainState):
             raise ValueError(f"`resume` must be a funcnet TrainState, got {type(resume).__name__}.")
         if params is not None or state is not None or opt_state is not None or key is not None:
             raise ValueError("with `resume`, pass params=None and state=None and no opt_state or key: the TrainState "
                              "holds them.")
-        params, state, opt_state, step, start_epoch, key, start_batch, epoch_metrics = resume
-        step, start_epoch, start_batch = int(step), int(start_epoch), int(start_batch)
+        return resume._replace(step=int(resume.step), epoch=int(resume.epoch), batch=int(resume.batch))
     if params is None:
         raise ValueError("`params` is None; pass the params from model.init (or `resume`).")
-    state = {} if state is None else state
-    key = jax.random.key(0) if key is None else key
+    return TrainState(params, {} if state is None else state, opt_state, 0, 0,
+                      jax.random.key(0) if key is None else key)
 
-    program = build_program(model, loss, optimizer, metrics=metrics, learning_rate=learning_rate, freeze=freeze,
-                            skip_nonfinite=skip_nonfinite, threshold=metric_threshold(loss), reuse=True)
-    x, y = as_arrays(x), as_arrays(y)
-    sample_weight = None if sample_weight is None else np.asarray(sample_weight, np.float32)
-    check_lengths(x, y, sample_weight)
-    if validation_split:
-        (x, y, sample_weight), validation_data = _split(x, y, sample_weight, validation_split)
-        if validation_data[2] is None:
-            validation_data = validation_data[:2]
-    n = check_lengths(x, y, sample_weight)
-    outputs = output_struct(model, params, state, x, batch_size)
-    kind, loss_name = label_kind(program.loss_fn), loss_display_name(loss)
-    check_labels(y, outputs.shape, kind, loss_name=loss_name)
-    steps = num_batches(n, batch_size, ragged)
-    if steps == 0:
-        raise ValueError(f"ragged='drop' with batch_size={batch_size} drops all {n} examples; use a smaller "
-                         "batch_size or ragged='pad'.")
 
-    if start_batch:
-        _check_mid_epoch(start_batch, steps, epoch_metrics, program.tracker.init(outputs))
-    evaluator = None
-    if validation_data is not None:
-        evaluator = _validation(program, model, params, state, validation_data, validation_batch_size or
-                                max(batch_size, 256), kind, loss_name, data_on_device)
+def _split(x: Any, y: Any, sample_weight: Any, validation_split: float) -> tuple:
+    """Keras's rule: the last ``validation_split`` of the examples, before any shuffling.
 
-    on_device = fits_on_device((x, y)) if data_on_device is None else data_on_device
-    mode = choose_mode(on_device, jax.default_backend()) if mode == "auto" else mode
-    if mode == "scan" and not on_device:
-        raise ValueError("mode='scan' gathers batches on the device, but data_on_device is False; use mode='step'.")
+    Returns ``((x, y, sample_weight), validation_data)`` with ``validation_data`` ``(x, y)`` or
+    ``(x, y, weights)``.
+    """
+    n = jax.tree.leaves(x)[0].shape[0]
+    at = int(n * (1 - validation_split))
+    if at == n or at == 0:
+        raise ValueError(f"validation_split={validation_split} leaves {n - at} of {n} examples for validation and "
+                         f"{at} for training; both need at least one.")
 
-    if opt_state is None:
-        opt_state = program.tx.init(params)
-    program.check_opt_state(params, opt_state)
-    params, state, opt_state, epoch_metrics = _copy((params, state, opt_state, epoch_metrics))
+    def cut(tree: Any, part: slice) -> Any:
+        return None if tree is None else jax.tree.map(lambda a: a[part], tree)
 
-    batches = Batches(n, batch_size, masked=(ragged == "pad" and n % batch_size != 0) or sample_weight is not None)
-    loop = TrainLoop(program, batches)
-    data = (x, y, sample_weight)
-    if on_device:
-        data = jax.device_put(data)
-        run = loop.device_scan() if mode == "scan" else loop.device_step()
-    else:
-        run = loop.host_step()
-    summarize = loop.summarize()
-    data_key, step_root = fit_keys(key)
-    progress = Progress(verbose, epochs, steps, batch_size)
-    history: dict[str, list] = {}
-    train_state = TrainState(params, state, opt_state, step, start_epoch, key)
-    for cb in callbacks:
-        cb.on_train_begin(train_state)
+    head, tail = slice(0, at), slice(at, n)
+    validation = (cut(x, tail), cut(y, tail)) + (() if sample_weight is None else (cut(sample_weight, tail),))
+    return (cut(x, head), cut(y, head), cut(sample_weight, head)), validation
 
-    def stop_if_bad(logs: dict, carry: Carry, *, epoch: int) -> None:
-        if skip_nonfinite and int(logs["bad_run"]) >= max_bad_steps:
-            progress.close()
-            bad = _mid_epoch(carry, epoch, key)
-            raise NonFiniteError(
-                f"training stopped in epoch {epoch + 1}: {int(logs['bad_run'])} consecutive steps had a non-finite "
-                f"loss or gradient (limit max_bad_steps={max_bad_steps}). Their updates were skipped, so the "
-                "parameters are still finite (error.train_state holds them). Check the data for NaN or infinity "
-                "(np.isfinite(x).all()), lower the learning rate, or clip gradients "
-                "(optax.chain(optax.clip_by_global_norm(1.0), optimizer)).", bad)
 
-    intervals = sorted({cb.every_steps for cb in callbacks if cb.every_steps})
-    try:
-        for epoch in range(start_epoch, epochs):
-            started = time.perf_counter()
-            start = start_batch if epoch == start_epoch else 0
-            progress.begin_epoch(epoch)
-            order = batch_order(data_key, epoch, n, batch_size, ragged=ragged, shuffle=shuffle)
-            acc = epoch_metrics if start else program.tracker.init(outputs)
-            carry = Carry(params, state, opt_state, acc, jnp.int32(start), jnp.int32(step))
-            if not on_device:
-                advance = host_steps(run, host_batches(data, np.asarray(order), n, batches.masked, start), step_root)
-            elif mode == "step":
-                advance = device_steps(run, data, order, step_root)
-            else:
-                advance = device_scan(run, data, order, step_root)
-            chunk = 1 if mode == "step" else steps_per_call or (progress_chunk(steps) if progress.live else steps)
-            refresh = None
-            if mode == "step" or progress.live:
-                refresh = functools.partial(_refresh, summarize, progress, functools.partial(stop_if_bad, epoch=epoch))
+def _copy(train_state: TrainState) -> TrainState:
+    """Fresh device buffers for the arrays fit donates, so that it never deletes the caller's."""
+    params, state, opt_state, acc = jax.tree.map(lambda a: jnp.array(a, copy=True), (
+        train_state.params, train_state.state, train_state.opt_state, train_state.epoch_metrics))
+    return train_state._replace(params=params, state=state, opt_state=opt_state, epoch_metrics=acc)
 
-            def on_stop(carry: Carry, epoch: int = epoch) -> bool:
-                return _step_hooks(callbacks, _mid_epoch(carry, epoch, key))
 
-            carry, stopped = run_epoch(advance, carry, start=start, steps=steps, chunk=chunk,
-                                       stops=stop_rows(step, start, steps, intervals), on_stop=on_stop,
-                                       refresh=refresh, refresh_every_call=mode == "scan")
-            if stopped:
-                train_state = _mid_epoch(carry, epoch, key)
-                break
-            logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
-            stop_if_bad(logs, carry, epoch=epoch)
-            params, state, opt_state = carry.params, carry.state, carry.opt_state
-            step += steps - start
-            logs.pop("bad_run")
-            if not skip_nonfinite:
-                logs.pop("skipped")
-            trained = time.perf_counter() - started
-            if evaluator is not None:
-                logs.update({f"val_{k}": v for k, v in evaluator(params, state).items()})
-            rate = learning_rate_of(optimizer, learning_rate, opt_state, step)
-            if rate is not None:
-                logs["learning_rate"] = rate
-            logs["time"] = time.perf_counter() - started
-            logs["examples_per_second"] = (steps - start) * batch_size / trained
-            history.setdefault("epoch", []).append(epoch)
-            for name, value in logs.items():
-                history.setdefault(name, []).append(value)
-            progress.end_epoch(epoch, logs)
-            train_state = TrainState(params, state, opt_state, step, epoch + 1, key)
-            stop = False
-            for cb in callbacks:
-                stop = bool(cb.on_epoch_end(epoch, logs, train_state)) or stop
-            if stop:
-                break
-    finally:
+def _host(value: Any) -> Any:
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value
+
+
+def _stop_if_bad(logs: dict, skip_nonfinite: bool, max_bad_steps: int, carry: Carry, epoch: int, key: Key,
+                 progress: Progress) -> None:
+    """Raises NonFiniteError once ``max_bad_steps`` consecutive steps were skipped."""
+    if skip_nonfinite and int(logs["bad_run"]) >= max_bad_steps:
         progress.close()
-    result = train_state
-    for cb in callbacks:  # each sees the state training reached; the last replacement is returned
-        replaced = cb.on_train_end(train_state)
-        if replaced is not None:
-            result = replaced
-    return FitResult(result.params, result.state, result.opt_state, history)
+        raise NonFiniteError(
+            f"training stopped in epoch {epoch + 1}: {int(logs['bad_run'])} consecutive steps had a non-finite "
+            f"loss or gradient (limit max_bad_steps={max_bad_steps}). Their updates were skipped, so the "
+            "parameters are still finite (error.train_state holds them). Check the data for NaN or infinity "
+            "(np.isfinite(x).all()), lower the learning rate, or clip gradients "
+            "(optax.chain(optax.clip_by_global_norm(1.0), optimizer)).", _mid_epoch(carry, epoch, key))
 
 
 def _validation(program: Any, model: Layer, params: Params, state: State, validation_data: Any, batch_size: int,
@@ -348,20 +346,21 @@ def _validation(program: Any, model: Layer, params: Params, state: State, valida
     return Evaluator(program, vx, vy, vw, batch_size, on_device, outputs)
 
 
-def _refresh(summarize: Any, progress: Progress, stop_if_bad: Any, carry: Carry, done: int) -> None:
-    """Fetches the running logs (one device sync), updates the bar, stops on a run of bad steps."""
-    logs = {k: _host(v) for k, v in jax.device_get(summarize(carry.acc)).items()}
-    stop_if_bad(logs, carry)
-    progress.update(done, {k: v for k, v in logs.items() if k != "bad_run"})
-
-
 def _mid_epoch(carry: Carry, epoch: int, key: Key) -> TrainState:
     """The TrainState after batch ``carry.row`` of ``epoch`` (waits for the device)."""
     return TrainState(carry.params, carry.state, carry.opt_state, int(carry.step), epoch, key, int(carry.row),
                       carry.acc)
 
 
-def _step_hooks(callbacks: list, train_state: TrainState) -> bool:
+def _epoch_hooks(callbacks: list[Callback], epoch: int, logs: dict, train_state: TrainState) -> bool:
+    """Calls every callback's ``on_epoch_end``; True if one asks to stop."""
+    stop = False
+    for cb in callbacks:
+        stop = bool(cb.on_epoch_end(epoch, logs, train_state)) or stop
+    return stop
+
+
+def _step_hooks(callbacks: list[Callback], train_state: TrainState) -> bool:
     """Calls ``on_step_end`` of the callbacks due at this step; True if one asks to stop."""
     stop = False
     for cb in callbacks:

@@ -75,29 +75,30 @@ class TrainLoop:
 
     def apply(self, carry: Carry, x: Any, y: Any, weights: Array | None, step_root: Key) -> Carry:
         key = step_key(step_root, carry.step)
-        params, state, opt_state, loss, outputs, ok, bad_run = self.program.update(
+        params, state, opt_state, loss, outputs, finite = self.program.update(
             carry.params, carry.state, carry.opt_state, x, y, weights, key)
-        acc = self.program.tracker.update(carry.acc, loss, y, outputs, weights, ok, bad_run)
+        bad_run = None if finite is None else opt_state.guard.bad_run
+        acc = self.program.tracker.update(carry.acc, loss, y, outputs, weights, finite, bad_run)
         return Carry(params, state, opt_state, acc, carry.row + 1, carry.step + 1)
 
-    def device_step(self) -> Callable:
+    def step_on_device(self) -> Callable:
         """``(carry, data, order, step_root) -> carry``: one step on batch ``carry.row``."""
-        return cached(("device_step", self), self._device_step)
+        return cached(("step_on_device", self), self._step_on_device)
 
-    def _device_step(self) -> Callable:
+    def _step_on_device(self) -> Callable:
         def train_step_on_device(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
             return self.apply(carry, *self.batches.take(data, order, carry.row), step_root)
 
         return jax.jit(train_step_on_device, donate_argnums=0)
 
-    def device_scan(self) -> Callable:
+    def scan_on_device(self) -> Callable:
         """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call.
 
         ``length`` is traced, not static: calls of every length share one compilation.
         """
-        return cached(("device_scan", self), self._device_scan)
+        return cached(("scan_on_device", self), self._scan_on_device)
 
-    def _device_scan(self) -> Callable:
+    def _scan_on_device(self) -> Callable:
         def train_steps_scan(carry: Carry, data: tuple, order: Array, step_root: Key, length: Array) -> Carry:
             def body(_: Array, c: Carry) -> Carry:
                 return self.apply(c, *self.batches.take(data, order, c.row), step_root)
@@ -106,11 +107,11 @@ class TrainLoop:
 
         return jax.jit(train_steps_scan, donate_argnums=0)
 
-    def host_step(self) -> Callable:
+    def step_on_host(self) -> Callable:
         """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""
-        return cached(("host_step", self), self._host_step)
+        return cached(("step_on_host", self), self._step_on_host)
 
-    def _host_step(self) -> Callable:
+    def _step_on_host(self) -> Callable:
         def train_step_on_host_batch(carry: Carry, batch: tuple, step_root: Key) -> Carry:
             return self.apply(carry, *batch, step_root)
 

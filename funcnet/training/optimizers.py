@@ -1,17 +1,13 @@
-"""Optimizers: names for optax's, freezing by parameter path, and the non-finite guard.
+"""Optimizers: names for optax's and freezing by parameter path.
 
-:func:`make_optimizer` assembles what a training step applies, all of it optax::
+:func:`make_optimizer` assembles the optax transformation a training step applies, plain optax::
 
-    optax.apply_if_finite(                                   # only with skip_nonfinite=True
-        optax.multi_transform({"trainable": optimizer,         # only with freeze=...
-                               "frozen": optax.set_to_zero()}, labels_from_paths),
-        max_consecutive_errors=2**31 - 1)
+    optax.multi_transform({"trainable": optimizer,           # only with freeze=...
+                           "frozen": optax.set_to_zero()}, labels_from_paths)
 
-``apply_if_finite`` skips any update whose gradients hold a NaN or an infinity, keeping the
-optimizer's state as it was, and counts such steps (``notfinite_count``, ``total_notfinite``);
-funcnet never lets it give up and accept a non-finite update (``fit`` stops with an error
-instead, after ``max_bad_steps`` in a row). The train step applies the same rule to the loss
-as well, and to the layer state (see :func:`guard_of`).
+The non-finite guard is not part of it: the train step owns it, for any optax optimizer, and keeps
+its counters beside the optimizer's state in an :class:`funcnet.training.OptState`, which
+:func:`init_opt_state` builds.
 """
 
 from __future__ import annotations
@@ -20,12 +16,13 @@ import fnmatch
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import optax
 
 from funcnet.core import Params
+from funcnet.training.guard import OptState
 
 __all__ = [
     "OPTIMIZERS",
@@ -39,9 +36,6 @@ __all__ = [
 
 Schedule = Callable[[Any], Any]
 FreezeSpec = str | Sequence[str] | Callable[[str], bool] | None
-
-#: apply_if_finite accepts a non-finite update after this many in a row; funcnet never lets it.
-_NEVER = 2**31 - 1
 
 #: The optimizer names :func:`get_optimizer` accepts, with their default learning rates (Keras's).
 OPTIMIZERS: dict[str, float] = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3}
@@ -146,59 +140,36 @@ def freeze_labels(params: Params, freeze: FreezeSpec) -> Any:
     return jax.tree.map(lambda _: next(flat), params)
 
 
-class Guard(NamedTuple):
-    """What :func:`make_optimizer` wrapped in ``optax.apply_if_finite``: the train step applies the
-    same rule itself, around the whole update (see :func:`guard_of`)."""
-
-    inner: optax.GradientTransformation
-    freeze: FreezeSpec
-
-
-def guard_of(tx: optax.GradientTransformation) -> Guard | None:
-    """The :class:`Guard` of a transformation made by :func:`make_optimizer`, else None.
-
-    The train step then decides finiteness itself (loss and trainable gradients) and runs the
-    inner update and ``optax.apply_updates`` under one ``lax.cond``, keeping ``apply_if_finite``'s
-    state and counters. Selecting the results with ``jnp.where`` instead, as ``apply_if_finite``
-    does, makes XLA copy the optimizer's moments on every step; the conditional does not, though
-    the check and the wait for every gradient still cost 20-27% of a small MLP's step on the CPU
-    (``docs/benchmarks.md``).
-    """
-    return getattr(tx.update, "_funcnet_guard", None)
-
-
 def make_optimizer(optimizer: str | optax.GradientTransformation, *, learning_rate: float | Schedule | None = None,
-                   freeze: FreezeSpec = None, skip_nonfinite: bool = True,
-                   **options: Any) -> optax.GradientTransformation:
-    """The complete optax transformation a train step applies (see the module docstring).
+                   freeze: FreezeSpec = None, **options: Any) -> optax.GradientTransformation:
+    """The optax transformation a train step applies (see the module docstring).
 
     Args:
         optimizer, learning_rate, options: as in :func:`get_optimizer`.
         freeze: parameters to keep fixed, as in :func:`freeze_labels`; their updates are exactly
             zero, so they stay bit-identical (weight decay does not touch them either).
-        skip_nonfinite: wrap the optimizer in ``optax.apply_if_finite``.
 
     Returns:
-        An ``optax.GradientTransformation``; its ``init(params)`` gives the matching opt_state.
+        A plain ``optax.GradientTransformation``; :func:`init_opt_state` wraps its
+        ``init(params)`` with the guard's counters.
     """
     tx = get_optimizer(optimizer, learning_rate, **options)
     if freeze is not None:
         tx = optax.multi_transform({"trainable": tx, "frozen": optax.set_to_zero()},
                                    lambda params: freeze_labels(params, freeze))
-    if not skip_nonfinite:
-        return tx
-    guarded = optax.apply_if_finite(tx, max_consecutive_errors=_NEVER)
-    guarded.update._funcnet_guard = Guard(tx, freeze)
-    return guarded
+    return tx
 
 
 def init_opt_state(params: Params, optimizer: str | optax.GradientTransformation, *,
                    learning_rate: float | Schedule | None = None, freeze: FreezeSpec = None,
-                   skip_nonfinite: bool = True, **options: Any) -> Any:
-    """The initial optimizer state for :func:`make_train_step` called with the same arguments."""
-    tx = make_optimizer(optimizer, learning_rate=learning_rate, freeze=freeze, skip_nonfinite=skip_nonfinite,
-                        **options)
-    return tx.init(params)
+                   **options: Any) -> OptState:
+    """The initial :class:`funcnet.training.OptState` for :func:`make_train_step` (and ``fit``)
+    called with the same optimizer, learning rate, freeze and options.
+
+    Its layout does not depend on ``skip_nonfinite``: without the guard its counters stay 0.
+    """
+    tx = make_optimizer(optimizer, learning_rate=learning_rate, freeze=freeze, **options)
+    return OptState.create(tx, params)
 
 
 def learning_rate_of(optimizer: Any, learning_rate: Any, opt_state: Any, step: int) -> float | None:

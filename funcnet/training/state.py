@@ -21,7 +21,8 @@ class TrainState(NamedTuple):
     Attributes:
         params: the model's parameters.
         state: the model's layer state (BatchNorm statistics), ``{}`` if none.
-        opt_state: the optax state (moments, step counts, the non-finite guard's counters).
+        opt_state: a :class:`funcnet.training.OptState`: the optax optimizer's state (moments,
+            step counts) and the non-finite guard's counters.
         step: optimisation steps done so far (the next step's key is ``fold_in(step_root, step)``).
         epoch: epochs completed: the epoch in progress, or the next to run (its batch order
             derives from it).

@@ -11,9 +11,11 @@
 
 One step: ``model.apply(params, state, x, key=key, train=True)``, the loss, ``jax.grad``, the
 optax update (see :func:`funcnet.training.make_optimizer`) and ``optax.apply_updates``, all in one
-``jax.jit``. It compiles once per batch shape and donates ``params``, ``state`` and ``opt_state``
-(their old buffers are reused for the new values: do not use the arrays you passed in after the
-call; keep the returned ones).
+``jax.jit``; with ``skip_nonfinite`` (the default), the non-finite guard around the update (see
+:mod:`funcnet.training.guard`). ``opt_state`` is a :class:`funcnet.training.OptState`. It
+compiles once per batch shape and donates ``params``, ``state`` and ``opt_state`` (their old
+buffers are reused for the new values: do not use the arrays you passed in after the call; keep
+the returned ones).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from funcnet.core import Array, Key, Layer, Params, State
 from funcnet.losses import get_loss
 from funcnet.metrics import Metric, get_metric
 from funcnet.training.cache import cached, freeze_key
-from funcnet.training.optimizers import FreezeSpec, Guard, Schedule, freeze_labels, guard_of, make_optimizer
+from funcnet.training.guard import OptState, all_finite, count_step
+from funcnet.training.optimizers import FreezeSpec, Schedule, freeze_labels, make_optimizer
 
 __all__ = ["make_eval_step", "make_train_step"]
 
@@ -127,16 +130,6 @@ def resolve_metrics(metrics: Sequence[str | Metric] | str | Metric,
     return resolved
 
 
-def _guard_state(opt_state: Any) -> tuple[Array, Array] | None:
-    """``(last_finite, notfinite_count)`` of the outermost ``optax.apply_if_finite``, if any."""
-    found = optax.tree.get_all_with_path(opt_state, "last_finite")
-    if not found:
-        return None
-    path, last_finite = min(found, key=lambda item: len(item[0]))
-    counts = dict((tuple(p[:-1]), v) for p, v in optax.tree.get_all_with_path(opt_state, "notfinite_count"))
-    return last_finite, counts.get(tuple(path[:-1]), jnp.zeros((), jnp.int32))
-
-
 def _tx_update(tx: optax.GradientTransformation, grads: Any, opt_state: Any, params: Params,
                loss: Array) -> tuple[Any, Any]:
     """``tx.update``, passing the loss as ``value`` to transformations that take extra arguments
@@ -155,16 +148,30 @@ class TrainProgram:
     tx: optax.GradientTransformation
     tracker: Tracker
     skip_nonfinite: bool
+    freeze: FreezeSpec = None
+
+    def init_opt_state(self, params: Params) -> OptState:
+        """The :class:`OptState` this program's steps start from."""
+        return OptState.create(self.tx, params)
 
     def check_opt_state(self, params: Params, opt_state: Any) -> None:
-        """At trace time: opt_state must have the structure ``tx.init(params)`` gives."""
-        expected = jax.tree.structure(jax.eval_shape(self.tx.init, params))
-        if jax.tree.structure(opt_state) != expected:
+        """At trace time: opt_state must have the structure :meth:`init_opt_state` gives."""
+        expected = jax.tree.structure(jax.eval_shape(self.init_opt_state, params))
+        if jax.tree.structure(opt_state) == expected:
+            return
+        if not isinstance(opt_state, OptState):
             raise ValueError(
-                "opt_state does not match the optimizer this step applies (freezing and the non-finite "
-                "guard add their own state). Build it with funcnet.init_opt_state(params, optimizer, ...) "
-                "using the same optimizer, learning_rate, freeze and skip_nonfinite arguments."
+                f"opt_state has type {type(opt_state).__name__}, but a train step takes a funcnet OptState (the "
+                "optimizer's state and the non-finite guard's counters). Build it with "
+                "funcnet.training.init_opt_state(params, optimizer, ...); convert one saved by an older funcnet "
+                "(optax's ApplyIfFiniteState, or a bare optax state) with "
+                "funcnet.training.upgrade_opt_state(opt_state)."
             )
+        raise ValueError(
+            "opt_state does not match the optimizer this step applies (freezing adds its own state). Build it "
+            "with funcnet.training.init_opt_state(params, optimizer, ...) using the same optimizer, learning_rate and "
+            "freeze arguments."
+        )
 
     def loss(self, y: Any, outputs: Any, weights: Array | None) -> Array:
         """The loss function on one batch; checks (at trace time) that it gives a scalar."""
@@ -180,12 +187,20 @@ class TrainProgram:
                              f"shape {jnp.shape(value)}; reduce it, for example with jnp.mean.")
         return value
 
-    def update(self, params: Params, state: State, opt_state: Any, x: Any, y: Any, weights: Array | None,
-               key: Key | None) -> tuple:
-        """One optimisation step: returns ``(params, state, opt_state, loss, outputs, ok, bad_run)``.
+    def trainable(self, params: Params, grads: Any) -> list[Array]:
+        """The gradients of the parameters that are not frozen (those the guard checks)."""
+        if self.freeze is None:
+            return jax.tree.leaves(grads)
+        labels = jax.tree.leaves(freeze_labels(params, self.freeze))
+        return [g for g, label in zip(jax.tree.leaves(grads), labels, strict=True) if label == "trainable"]
 
-        ``ok`` (None without the guard) is False when the step was skipped; ``bad_run`` is the
-        number of consecutive skipped steps up to this one.
+    def update(self, params: Params, state: State, opt_state: OptState, x: Any, y: Any, weights: Array | None,
+               key: Key | None) -> tuple:
+        """One optimisation step: returns ``(params, state, opt_state, loss, outputs, finite)``.
+
+        With ``skip_nonfinite``, ``finite`` is False when the loss or a trainable gradient was not
+        finite: the step then changes no params, layer state or optimizer state, and
+        ``opt_state.guard`` counts it. Without, ``finite`` is None.
         """
 
         def objective(p: Params) -> tuple[Array, tuple[Any, State]]:
@@ -193,52 +208,26 @@ class TrainProgram:
             return self.loss(y, outputs, weights), (outputs, new_state)
 
         (loss, (outputs, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        guard = guard_of(self.tx) if self.skip_nonfinite else None
-        if guard is not None:
-            new_params, new_state, new_opt_state, ok = self._guarded_update(guard, params, state, new_state,
-                                                                             opt_state, grads, loss)
-            return new_params, new_state, new_opt_state, loss, outputs, ok, new_opt_state.notfinite_count
-        if self.skip_nonfinite:  # any other optimizer: a non-finite loss must poison its gradients
-            finite_loss = jnp.isfinite(loss)
-            grads = jax.tree.map(lambda g: jnp.where(finite_loss, g, jnp.nan).astype(g.dtype), grads)
-        updates, new_opt_state = _tx_update(self.tx, grads, opt_state, params, loss)
-        new_params = optax.apply_updates(params, updates)
-        ok = bad_run = None
-        found = _guard_state(new_opt_state) if self.skip_nonfinite else None
-        if found is not None:
-            ok, bad_run = found
-            new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-        return new_params, new_state, new_opt_state, loss, outputs, ok, bad_run
-
-    def _guarded_update(self, guard: Guard, params: Params, state: State, new_state: State,
-                        opt_state: optax.ApplyIfFiniteState, grads: Any, loss: Array) -> tuple:
-        """``optax.apply_if_finite``'s rule, on the loss and the trainable gradients, with one
-        ``lax.cond`` around the optimizer's update, ``apply_updates`` and the layer state."""
-        checked = grads
-        if guard.freeze is not None:
-            labels = freeze_labels(params, guard.freeze)
-            checked = [g for g, label in zip(jax.tree.leaves(grads), jax.tree.leaves(labels), strict=True)
-                       if label == "trainable"]
-        finite = jnp.isfinite(loss)
-        for leaf in jax.tree.leaves(checked):
-            finite = finite & jnp.all(jnp.isfinite(leaf))
+        if not self.skip_nonfinite:
+            updates, inner = _tx_update(self.tx, grads, opt_state.optimizer, params, loss)
+            return optax.apply_updates(params, updates), new_state, opt_state._replace(optimizer=inner), loss, \
+                outputs, None
 
         def apply(operands: tuple) -> tuple:
-            params, _, new_state, inner_state, grads = operands
-            updates, inner_state = _tx_update(guard.inner, grads, inner_state, params, loss)
-            return optax.apply_updates(params, updates), new_state, inner_state
+            params, _, new_state, inner, grads = operands
+            updates, inner = _tx_update(self.tx, grads, inner, params, loss)
+            return optax.apply_updates(params, updates), new_state, inner
 
         def skip(operands: tuple) -> tuple:
-            params, state, _, inner_state, _ = operands
-            return params, state, inner_state
+            params, state, _, inner, _ = operands
+            return params, state, inner
 
-        params, state, inner_state = jax.lax.cond(
-            finite, apply, skip, (params, state, new_state, opt_state.inner_state, grads))
-        bad = (~finite).astype(jnp.int32)
-        opt_state = optax.ApplyIfFiniteState(notfinite_count=(opt_state.notfinite_count + 1) * bad,
-                                             last_finite=finite, total_notfinite=opt_state.total_notfinite + bad,
-                                             inner_state=inner_state)
-        return params, state, opt_state, finite
+        # The update runs inside the conditional: selecting its results with jnp.where instead makes
+        # XLA copy the optimizer's moments on every step (docs/benchmarks.md, the non-finite guard).
+        finite = all_finite(loss, self.trainable(params, grads))
+        params, state, inner = jax.lax.cond(finite, apply, skip,
+                                            (params, state, new_state, opt_state.optimizer, grads))
+        return params, state, OptState(inner, count_step(opt_state.guard, finite)), loss, outputs, finite
 
     def evaluate(self, params: Params, state: State, acc: dict, x: Any, y: Any, weights: Array | None) -> dict:
         outputs, _ = self.model.apply(params, state, x, train=False)
@@ -264,10 +253,9 @@ def build_program(model: Layer, loss: Any, optimizer: Any = None, *, metrics: An
     if not isinstance(model, Layer):
         raise TypeError(f"`model` must be a funcnet Layer (a model built from layers), got {type(model).__name__}.")
     loss_fn = get_loss(loss) if loss is not None else None
-    tx = make_optimizer(optimizer, learning_rate=learning_rate, freeze=freeze,
-                        skip_nonfinite=skip_nonfinite) if optimizer is not None else None
+    tx = make_optimizer(optimizer, learning_rate=learning_rate, freeze=freeze) if optimizer is not None else None
     tracker = Tracker(resolve_metrics(metrics, threshold), track_loss=loss_fn is not None)
-    return TrainProgram(model, loss_fn, tx, tracker, skip_nonfinite)
+    return TrainProgram(model, loss_fn, tx, tracker, skip_nonfinite, freeze)
 
 
 def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.GradientTransformation, *,
@@ -306,15 +294,15 @@ def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.G
     def step(params: Params, state: State, opt_state: Any, batch: Batch, key: Key | None) -> tuple:
         x, y, weights = unpack_batch(batch)
         program.check_opt_state(params, opt_state)
-        params, state, opt_state, loss_value, outputs, ok, bad_run = program.update(
+        params, state, opt_state, loss_value, outputs, finite = program.update(
             params, state, opt_state, x, y, weights, key)
         acc = program.tracker.init(outputs)
         acc = program.tracker.update(acc, loss_value, y, outputs, weights)
         logs = program.tracker.compute(acc)
         logs["loss"] = loss_value
-        if ok is not None:
-            logs["skipped"] = (~ok).astype(jnp.int32)
-            logs["bad_run"] = bad_run
+        if finite is not None:
+            logs["skipped"] = (~finite).astype(jnp.int32)
+            logs["bad_run"] = opt_state.guard.bad_run
         return params, state, opt_state, logs
 
     if not jit:
