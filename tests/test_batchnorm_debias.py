@@ -14,6 +14,7 @@ import optax
 import pytest
 
 import funcnet as fn
+from funcnet.training import OptState
 from funcnet import checkpoint as ck
 from funcnet.checkpoint import format as fmt
 from funcnet.checkpoint import migrations
@@ -179,6 +180,13 @@ def test_a_version_1_checkpoint_behaves_as_it_did():
                                atol=1e-5)
     _, new_state = batchnorm.apply(params, state, jnp.asarray(x, jnp.float32), train=True)
     assert float(new_state["debias"]) == 1.0  # training on keeps them undebiased
+    # The old guard layout (optax's ApplyIfFiniteState) comes back as an OptState of the same arrays.
+    assert isinstance(tree.opt_state, OptState)
+    saved = {e["path"]: e for e in read_manifest(V1_CHECKPOINT)["arrays"]}
+    assert int(tree.opt_state.guard.bad_run) == 0 and int(tree.opt_state.guard.skipped) == 0
+    assert {".opt_state.notfinite_count", ".opt_state.total_notfinite"} <= set(saved)
+    untemplated = ck.restore(V1_CHECKPOINT).tree.opt_state
+    assert type(untemplated).__name__ == "OptState" and type(untemplated.guard).__name__ == "GuardState"
 
 
 def test_a_migration_never_adds_debias_to_a_model_without_batchnorm(tmp_path):

@@ -21,6 +21,8 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from funcnet.training.migrate import migrate_guard_layout
+
 _FLOATING = ("float16", "bfloat16", "float32", "float64")
 
 
@@ -55,14 +57,16 @@ def _batchnorm_statistics(node: dict, entries: dict[str, dict]) -> tuple[str, di
 
 
 def migrate_1_to_2(manifest: dict) -> dict:
-    """Format 1 to 2: BatchNorm's state gains ``debias``, the weight of its zero-debiased averages.
+    """Format 1 to 2: BatchNorm's state gains ``debias``; the guard's counters leave ``opt_state``.
 
-    Version-1 averages started at mean 0 and variance 1 and were used as they are; ``debias = 1``
-    keeps exactly that (eval mode divides by 1, and training keeps it at 1). The state is found
-    as every dict of exactly ``mean`` and ``var`` floating ``(C,)`` arrays, unless the recorded
-    architecture shows there is no BatchNorm.
+    Version-1 BatchNorm averages started at mean 0 and variance 1 and were used as they are;
+    ``debias = 1`` keeps exactly that (eval mode divides by 1, and training keeps it at 1). The
+    state is found as every dict of exactly ``mean`` and ``var`` floating ``(C,)`` arrays, unless
+    the recorded architecture shows there is no BatchNorm. A version-1 ``opt_state`` was optax's
+    ``ApplyIfFiniteState``; it becomes :class:`funcnet.training.OptState` (see
+    :func:`funcnet.training.migrate_guard_layout`).
     """
-    manifest = copy.deepcopy(manifest)
+    manifest = migrate_guard_layout(manifest)
     architecture = manifest.get("architecture")
     if architecture is None or _mentions(architecture, "BatchNorm"):
         entries = {e["path"]: e for e in manifest["arrays"]}
