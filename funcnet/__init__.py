@@ -28,6 +28,7 @@ from funcnet.core import (
     ParamsError,
     ShapeError,
     as_spec,
+    penalty,
     spec,
     spec_of,
 )
@@ -61,7 +62,7 @@ __all__ = [
     "serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
     "FanInConcat", "tied",
     # whole models
-    "predict_fn", "summary", "count_params",
+    "predict_fn", "summary", "count_params", "penalty",
     # training (more in funcnet.training, funcnet.losses, funcnet.metrics)
     "fit", "evaluate", "predict", "make_train_step", "make_eval_step", "TrainState", "FitResult",
     "NonFiniteError", "Callback", "EarlyStopping", "KeepBest", "EpochHook", "plot_history",

@@ -33,6 +33,7 @@ from funcnet.core import (
     as_spec,
     child_key,
     child_names,
+    children_penalty,
     describe_inputs,
     format_shape,
     format_spec,
@@ -138,7 +139,7 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
             _collect(new_state, child_name, child_state)
         return x, new_state
 
-    return Layer(init, apply, "Serial", {}, layers, name)
+    return Layer(init, apply, "Serial", {}, layers, name, children_penalty(layers, names))
 
 
 def Sequential(layers: Sequence[Layer], name: str | None = None) -> Layer:  # noqa: N802
@@ -210,7 +211,7 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
         return _join_output(outputs, keys), new_state
 
     config = {} if keys is None else {"keys": keys}
-    return Layer(init, apply, "Parallel", config, layers, name)
+    return Layer(init, apply, "Parallel", config, layers, name, children_penalty(layers, names))
 
 
 def branch(*layers: Layer, name: str | None = None) -> Layer:
@@ -236,7 +237,7 @@ def branch(*layers: Layer, name: str | None = None) -> Layer:
         return inner.apply(params, state, copies(x), key=key, train=train, context=context)
 
     config = {} if keys is None else {"keys": keys}
-    return Layer(init, apply, "Branch", config, layers, name)
+    return Layer(init, apply, "Branch", config, layers, name, inner.penalty)
 
 
 def _leaf_name(path: Any) -> str:
@@ -309,7 +310,8 @@ def residual(*layers: Layer, shortcut: Layer | None = None, name: str | None = N
         _check_leafwise_sum(y, skip, "the body's output", "the shortcut", hint)
         return jax.tree.map(lambda a, b: a + b.astype(a.dtype), y, skip), new_state
 
-    return Layer(init, apply, "Residual", {"shortcut": shortcut is not None}, layers + shortcut_layers, name)
+    return Layer(init, apply, "Residual", {"shortcut": shortcut is not None}, layers + shortcut_layers, name,
+                 children_penalty(layers + shortcut_layers, names))
 
 
 def named(name: str, layer: Layer) -> Layer:

@@ -30,6 +30,16 @@ Specs
     layer deep in a stack reads ``side_input(context, "padding_mask", kind)`` without every block
     threading tuples.
 
+``penalty(params) -> scalar`` (optional)
+    A term the layer adds to the training loss, from its own params alone (a weight
+    regulariser). Combinators give themselves the sum of their children's penalties, each on the
+    child's slice of params; :func:`penalty` evaluates a whole model's, and the train step adds it
+    to the loss. ``None`` (the default) adds nothing and costs nothing.
+
+Decode mode
+    A layer that generates step by step keeps its cache in ``state`` and reads the step from the
+    side input ``"decode"``: see the custom-layer guide.
+
 Invariants every layer keeps:
 
 * ``apply`` is pure: its outputs depend only on its arguments, so ``jax.jit``, ``jax.grad`` and
@@ -108,6 +118,9 @@ class ApplyFn(Protocol):
         """Returns ``(output, new_state)``."""
 
 
+PenaltyFn = Callable[[Params], Array]
+
+
 class Layer(NamedTuple):
     """A layer: its two pure functions and a description of itself.
 
@@ -118,6 +131,7 @@ class Layer(NamedTuple):
         config: the constructor's arguments that define the architecture, as JSON-able values.
         children: sublayers, for combinators.
         name: a name the user gave; combinators use it as the key in ``params`` and ``state``.
+        penalty: ``params -> scalar`` added to the training loss, or None for none.
     """
 
     init: InitFn
@@ -126,6 +140,33 @@ class Layer(NamedTuple):
     config: Mapping[str, Any] = {}
     children: tuple[Layer, ...] = ()
     name: str | None = None
+    penalty: PenaltyFn | None = None
+
+
+def penalty(layer: Layer, params: Params) -> Array:
+    """The term ``layer`` (a whole model, say) adds to the training loss: 0.0 if it has none.
+
+    Args:
+        layer: the layer or model.
+        params: its params, as ``init`` made them.
+
+    Returns:
+        A float32 scalar: the sum of the penalties of every layer in it that has one.
+    """
+    return jnp.zeros((), jnp.float32) if layer.penalty is None else layer.penalty(params)
+
+
+def children_penalty(children: Sequence[Layer], names: Sequence[str]) -> PenaltyFn | None:
+    """The penalty of a container whose params are ``{child_name: child_params}``: the sum of its
+    children's, each on its own slice; None when no child has one (so nothing is traced)."""
+    scored = [(name, child) for name, child in zip(names, children, strict=True) if child.penalty is not None]
+    if not scored:
+        return None
+
+    def summed(params: Params) -> Array:
+        return sum(child.penalty(params.get(name, {})) for name, child in scored)
+
+    return summed
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,4 +59,4 @@ def with_context(body: Layer, *names: str, name: str | None = None) -> Layer:
         rest, merged = _move_to_context(x, names, context)
         return body.apply(params, state, rest, key=key, train=train, context=merged)
 
-    return Layer(init, apply, "WithContext", {"names": list(names)}, (body,), name)
+    return Layer(init, apply, "WithContext", {"names": list(names)}, (body,), name, body.penalty)

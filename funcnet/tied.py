@@ -175,15 +175,23 @@ def tied(model: Layer, ties: Mapping[str, Any], *, name: str | None = None) -> L
 
     def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
               context: Any = None) -> tuple[Any, State]:
-        full = params
-        for destination, (source, transform) in ties.items():
-            if _holds(params, destination):
-                raise ParamsError(f"params hold '{destination}', which this model makes from '{source}'.",
-                                  hint=_FROM_THIS_INIT)
-            if not _holds(params, source):
-                raise ParamsError(f"params lack '{source}', the source of the tie '{destination}'.",
-                                  hint=_FROM_THIS_INIT)
-            full = _with(full, destination.split("/"), _transformed(_lookup(params, source, "source"), transform))
-        return model.apply(full, state, x, key=key, train=train, context=context)
+        return model.apply(_untie(params, ties), state, x, key=key, train=train, context=context)
 
-    return Layer(init, apply, "Tied", {"ties": dict(ties)}, (model,), name)
+    def penalty(params: Params) -> Array:
+        return model.penalty(_untie(params, ties))
+
+    return Layer(init, apply, "Tied", {"ties": dict(ties)}, (model,), name,
+                 None if model.penalty is None else penalty)
+
+
+def _untie(params: Params, ties: dict[str, tuple[str, str]]) -> Params:
+    """The wrapped model's params: each destination put back, made from its source."""
+    full = params
+    for destination, (source, transform) in ties.items():
+        if _holds(params, destination):
+            raise ParamsError(f"params hold '{destination}', which this model makes from '{source}'.",
+                              hint=_FROM_THIS_INIT)
+        if not _holds(params, source):
+            raise ParamsError(f"params lack '{source}', the source of the tie '{destination}'.", hint=_FROM_THIS_INIT)
+        full = _with(full, destination.split("/"), _transformed(_lookup(params, source, "source"), transform))
+    return full

@@ -82,3 +82,15 @@ def test_the_train_step_adds_the_penalty_to_the_loss(strength):
     np.testing.assert_allclose(float(logs["loss"]), float(expected_loss), rtol=1e-5)
     for got, want in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_reports_the_loss_with_the_penalty_as_training_does():
+    model = fn.serial(L2Scaled(3, 0.5), fn.Dense(2))
+    _, params, state = model.init(jax.random.key(0), (None, 4))
+    x = np.asarray(jax.random.normal(jax.random.key(1), (10, 4)))
+    y = np.arange(10) % 2
+    logits, _ = model.apply(params, state, jnp.asarray(x))
+    data = float(fn.losses.sparse_categorical_crossentropy(jnp.asarray(y), logits).mean())
+    expected = data + 0.5 * float(np.sum(np.asarray(params["l2scaled_0"]["w"], np.float64) ** 2))
+    logs = fn.evaluate(model, params, state, x, y, loss="sparse_categorical_crossentropy", batch_size=4)
+    np.testing.assert_allclose(logs["loss"], expected, rtol=1e-5)

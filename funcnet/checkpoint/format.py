@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet.checkpoint import storage
-from funcnet.checkpoint.migrations import MIGRATIONS
 from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointVersionError
+from funcnet.checkpoint.migrations import MIGRATIONS
 
 FORMAT = "funcnet.checkpoint"
 #: The format version this funcnet writes; older versions are read through :data:`MIGRATIONS`.

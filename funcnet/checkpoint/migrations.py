@@ -17,7 +17,6 @@ restores a version-``n`` checkpoint.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 

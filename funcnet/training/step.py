@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from funcnet.core import Array, Key, Layer, Params, State
+from funcnet.core import Array, Key, Layer, Params, State, penalty
 from funcnet.losses import get_loss
 from funcnet.metrics import Metric, get_metric
 from funcnet.training.cache import cached, freeze_key
@@ -187,6 +187,11 @@ class TrainProgram:
                              f"shape {jnp.shape(value)}; reduce it, for example with jnp.mean.")
         return value
 
+    def objective(self, params: Params, y: Any, outputs: Any, weights: Array | None) -> Array:
+        """The loss plus the model's penalty (its layers' terms, such as weight regularisers)."""
+        value = self.loss(y, outputs, weights)
+        return value if self.model.penalty is None else value + penalty(self.model, params)
+
     def trainable(self, params: Params, grads: Any) -> list[Array]:
         """The gradients of the parameters that are not frozen (those the guard checks)."""
         if self.freeze is None:
@@ -205,7 +210,7 @@ class TrainProgram:
 
         def objective(p: Params) -> tuple[Array, tuple[Any, State]]:
             outputs, new_state = self.model.apply(p, state, x, key=key, train=True)
-            return self.loss(y, outputs, weights), (outputs, new_state)
+            return self.objective(p, y, outputs, weights), (outputs, new_state)
 
         (loss, (outputs, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
         if not self.skip_nonfinite:
@@ -231,7 +236,7 @@ class TrainProgram:
 
     def evaluate(self, params: Params, state: State, acc: dict, x: Any, y: Any, weights: Array | None) -> dict:
         outputs, _ = self.model.apply(params, state, x, train=False)
-        loss = self.loss(y, outputs, weights) if self.tracker.track_loss else None
+        loss = self.objective(params, y, outputs, weights) if self.tracker.track_loss else None
         return self.tracker.update(acc, loss, y, outputs, weights)
 
 
