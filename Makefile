@@ -19,8 +19,9 @@ install: $(VENV)/.installed
 train: install
 	$(VENV)/bin/funcnet train mnist --model cnn --data-dir $(DATA_DIR) --out runs/mnist
 
-## The whole test suite, then a strict build of the docs site.
+## Lint, the whole test suite, then a strict build of the docs site.
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(JOBS)
 	$(PY) -m mkdocs build --strict --site-dir $(VENV)/site
 

@@ -52,11 +52,11 @@ def compare(factories: dict[str, Callable[..., Runner]], spec: Spec, steps: int,
 
     rates = rounds({name: block(name) for name in runners}, repeats,
                    on_round=lambda r: log(f"  round {r + 1}/{repeats} done"))
-    for name in runners:
+    for name, runner in runners.items():
         rate = median(rates[name])
         results[name].update(steps_per_s=rate, epoch_s=steps / rate, rates=rates[name],
                              ratio_to_baseline=ratio(rates[baseline], rates[name]),
-                             compiles_while_timed=compiles[name], final_loss=runners[name].loss())
+                             compiles_while_timed=compiles[name], final_loss=runner.loss())
         log(f"{name:34s} {steps / rate:7.3f} s per epoch  {rate:8.1f} steps/s  time x"
             f"{results[name]['ratio_to_baseline']:5.2f} of {baseline}  "
             f"compiles while timed {compiles[name]}")

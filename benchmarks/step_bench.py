@@ -60,13 +60,14 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
 
         compiles = {name: 0 for name in runners}
 
+        # block's closures run within this iteration (rounds below), so they see this iteration's values.
         def block(name: str) -> Callable[[], float]:
             def one() -> float:
                 before = counter.count
                 with counter.watching():
-                    _, seconds = timed(lambda: runners[name].run(n))
-                compiles[name] += counter.count - before
-                return n / seconds
+                    _, seconds = timed(lambda: runners[name].run(n))  # noqa: B023
+                compiles[name] += counter.count - before  # noqa: B023
+                return n / seconds  # noqa: B023
 
             return one
 

@@ -32,7 +32,7 @@ from funcnet.core import (
     spec,
     spec_of,
 )
-from funcnet.layers import *  # noqa: F403  (the catalogue; its __all__ is explicit)
+from funcnet.layers import *
 from funcnet.model import count_params, predict_fn, summary
 from funcnet.tied import tied
 from funcnet.training import (
@@ -53,7 +53,7 @@ from funcnet.training import (
 
 __version__ = _version("funcnet")
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 (layers.__all__ is a list of names)
     # the contract and its errors
     "Layer", "LayerError", "ShapeError", "InputTypeError", "ParamsError", "MissingKeyError", "MissingInputError",
     # specs: what init takes and gives

@@ -17,9 +17,9 @@ import io
 import logging
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
-__all__ = ["quiet_tfds_logs", "quiet_preparation"]
+__all__ = ["quiet_preparation", "quiet_tfds_logs"]
 
 
 @contextlib.contextmanager
@@ -55,10 +55,10 @@ class _ExampleCounter:
     def __getattr__(self, name: str) -> Any:  # update(), close(), set_postfix(), ...: nothing to show
         return lambda *args, **kwargs: None
 
-    def __enter__(self) -> _ExampleCounter:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import zipfile
+
 import numpy as np
 
 __all__ = ["read_cached", "write_cached"]

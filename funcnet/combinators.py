@@ -41,8 +41,18 @@ from funcnet.core import (
 from funcnet.fan import FanInConcat, FanInSum, FanOut
 from funcnet.side_inputs import with_context
 
-__all__ = ["serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
-           "FanInConcat"]
+__all__ = [
+    "FanInConcat",
+    "FanInSum",
+    "FanOut",
+    "Sequential",
+    "branch",
+    "named",
+    "parallel",
+    "residual",
+    "serial",
+    "with_context",
+]
 
 
 @contextlib.contextmanager
@@ -142,7 +152,7 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
     return Layer(init, apply, "Serial", {}, layers, name, children_penalty(layers, names))
 
 
-def Sequential(layers: Sequence[Layer], name: str | None = None) -> Layer:  # noqa: N802
+def Sequential(layers: Sequence[Layer], name: str | None = None) -> Layer:
     """Keras-style spelling of :func:`serial`: ``Sequential([Dense(64), Relu(), Dense(10)])``."""
     return serial(*layers, name=name)
 

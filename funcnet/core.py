@@ -106,8 +106,8 @@ Initializer = Callable[..., Array]
 
 
 class InitFn(Protocol):
-    def __call__(self, key: Key, spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
-        """Returns ``(output_spec, params, state)`` for the input ``spec``."""
+    def __call__(self, key: Key, input_spec: Spec, *, context: Context | None = None) -> tuple[Spec, Params, State]:
+        """Returns ``(output_spec, params, state)`` for ``input_spec``."""
 
 
 class ApplyFn(Protocol):

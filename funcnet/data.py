@@ -41,7 +41,7 @@ import numpy as np
 from funcnet._quiet_tfds import quiet_preparation, quiet_tfds_logs
 from funcnet._split_cache import read_cached, write_cached
 
-__all__ = ["Split", "DatasetInfo", "load", "info", "prepare"]
+__all__ = ["DatasetInfo", "Split", "info", "load", "prepare"]
 
 NORMALIZE = ("scale", "standardize", None)
 _INSTALL = "pip install 'funcnet[data]'"

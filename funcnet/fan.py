@@ -24,7 +24,6 @@ from funcnet.core import (
 )
 
 
-
 def _stateless(kind: str, config: dict, name: str | None, out_spec, fn) -> Layer:
     """A layer without params whose output spec is ``out_spec(spec)`` and output ``fn(x)``."""
 
@@ -43,7 +42,7 @@ def _stateless(kind: str, config: dict, name: str | None, out_spec, fn) -> Layer
     return Layer(init, apply, kind, config, (), name)
 
 
-def FanOut(num: int, name: str | None = None) -> Layer:  # noqa: N802
+def FanOut(num: int, name: str | None = None) -> Layer:
     """Copies its input (any pytree) into a tuple of ``num`` streams: ``x -> (x,) * num``."""
     if not isinstance(num, int) or num < 1:
         raise ValueError(f"FanOut: `num` must be a positive integer, got {num!r}.")
@@ -64,7 +63,7 @@ def _streams(specs: Any) -> list[Any]:
     return list(specs)
 
 
-def FanInSum(name: str | None = None) -> Layer:  # noqa: N802
+def FanInSum(name: str | None = None) -> Layer:
     """Adds a tuple of inputs of one spec, leaf by leaf: ``(x_0, ..., x_n) -> x_0 + ... + x_n``.
 
     A dict of inputs is added too (``parallel({...})``'s output).
@@ -85,7 +84,7 @@ def FanInSum(name: str | None = None) -> Layer:  # noqa: N802
                       lambda xs: jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *_streams(xs)))
 
 
-def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
+def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:
     """Concatenates a tuple of inputs along ``axis`` (default: the last, channels), leaf by leaf.
 
     A dict of inputs (``parallel({...})``'s output) is concatenated in sorted key order.

@@ -24,12 +24,12 @@ import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-import funcnet as fn  # noqa: E402
-from funcnet import checkpoint as ck  # noqa: E402
-from funcnet.training import (  # noqa: E402
+import funcnet as fn
+from funcnet import checkpoint as ck
+from funcnet.training import (
     batch_order,
     fit,
     fit_keys,
@@ -75,7 +75,8 @@ def run_fit(directory, *, epochs, resume=None, callback=None, callbacks=()):
     m, params, state = initial()
     x, y = data()
     result = fit(m, None if resume else params, None if resume else state, x, y, loss=LOSS, optimizer=OPTIMIZER,
-                 learning_rate=LR, epochs=epochs, batch_size=FIT_BATCH, key=None if resume else jax.random.key(SEED_KEY),
+                 learning_rate=LR, epochs=epochs, batch_size=FIT_BATCH,
+                 key=None if resume else jax.random.key(SEED_KEY),
                  resume=resume, callbacks=[callback] if callback else list(callbacks), verbose=0)
     return result
 

@@ -127,7 +127,7 @@ def test_every_catalogue_kind_is_in_the_registry():
     assert {"Serial", "Parallel", "Branch", "Residual", "FanOut", "FanInSum", "FanInConcat"} <= set(kinds)
 
 
-def Custom(name=None):  # noqa: N802
+def Custom(name=None):
     def init(key, spec, *, context=None):
         return spec, {}, {}
 
@@ -168,7 +168,8 @@ def test_non_json_config_is_marked_and_refused():
     ({"kind": 3}, r"malformed architecture description at 'model'"),
     ({"kind": "Serial", "children": "x"}, r"'children' a list"),
     ({"kind": "Dense", "config": {"units": -2}}, r"'model' \(Dense\) from config .*`units` must be a positive"),
-    ({"kind": "Dense", "config": {"units": 2, "bogus": 1}}, r"config keys \['bogus'\] are not among those Dense records"),
+    ({"kind": "Dense", "config": {"units": 2, "bogus": 1}},
+     r"config keys \['bogus'\] are not among those Dense records"),
     ({"kind": "Residual", "config": {"shortcut": "yes"}}, r"'shortcut' must be true or false"),
     ({"kind": "__import__", "config": {"name": "os"}}, r"'__import__' is not one of funcnet's layers"),
 ])

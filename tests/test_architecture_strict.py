@@ -22,10 +22,10 @@ def _rebuild(kind: str, config: dict) -> fn.Layer:
 @pytest.mark.parametrize(("kind", "config", "message"), [
     ("Dense", {"units": 2, "activation": None, "use_bias": True, "rank": 2, "w_init": "os.system"},
      "config keys ['w_init'] are not among those Dense records (['activation', 'rank', 'units', 'use_bias'])"),
-    ("Embedding", {"vocab_size": 5, "features": 2, "w_init": "eval"}, "config keys ['w_init'] are not among "
-                                                                      "those Embedding records"),
-    ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "lowering": "reference"}, "config keys ['lowering'] are not "
-                                                                               "among those Conv2D records"),
+    ("Embedding", {"vocab_size": 5, "features": 2, "w_init": "eval"}, ("config keys ['w_init'] are not among "
+                                                                      "those Embedding records")),
+    ("Conv2D", {"filters": 2, "kernel_size": [3, 3], "lowering": "reference"}, ("config keys ['lowering'] are not "
+                                                                               "among those Conv2D records")),
     ("FanOut", {"num": 2, "extra": 1}, "config keys ['extra'] are not among those FanOut records (['num'])"),
     ("Dense", {"units": 2, "use_bias": 1}, "config 'use_bias' must be a bool, as Dense records it, got int 1"),
     ("Dense", {"units": 2, "rank": 2.0}, "config 'rank' must be a int, as Dense records it, got float 2.0"),
@@ -74,9 +74,9 @@ def test_descriptions_that_describe_wrote_still_rebuild():
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: fn.Dense(3, w_init="os.system"), "Dense: `w_init` must be a callable, such as an initializer from "
+    (lambda: fn.Dense(3, w_init="os.system"), ("Dense: `w_init` must be a callable, such as an initializer from "
                                               "jax.nn.initializers (e.g. jax.nn.initializers.he_normal()), got str "
-                                              "'os.system'."),
+                                              "'os.system'.")),
     (lambda: fn.Dense(3, b_init=0.0), "Dense: `b_init` must be a callable, such as an initializer"),
     (lambda: fn.Conv2D(3, 3, w_init=None), "Conv2D: `w_init` must be a callable, such as an initializer"),
     (lambda: fn.ConvTranspose1D(3, 3, b_init=np.zeros(3)), "ConvTranspose1D: `b_init` must be a callable"),

@@ -254,7 +254,7 @@ def live_payload(tmp_path) -> bytes:
 
 
 def test_read_only_directory(tmp_path, saved, monkeypatch):  # 23
-    path, tree, intact = saved
+    _path, tree, intact = saved
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
@@ -315,7 +315,7 @@ def test_newer_format_version(saved):  # 30
 
 
 def test_pickle_payload_as_the_manifest_never_runs(tmp_path, saved):  # 29
-    path, tree, intact = saved
+    _path, tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, tree)
     write_manifest(crafted, live_payload(tmp_path))
@@ -326,7 +326,7 @@ def test_pickle_payload_as_the_manifest_never_runs(tmp_path, saved):  # 29
 
 
 def test_pickle_payload_as_an_array_is_only_bytes(tmp_path, saved):  # 29
-    path, tree, intact = saved
+    _path, _tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, {"w": np.zeros(3, np.float32)})
     payload = live_payload(tmp_path)
@@ -347,7 +347,7 @@ def test_pickle_payload_as_an_array_is_only_bytes(tmp_path, saved):  # 29
 
 
 def test_object_dtype_arrays_are_refused(tmp_path, saved):  # 29
-    path, tree, intact = saved
+    _path, _tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, {"w": np.zeros(3, np.float32)})
     # An .npy of pickled objects in place of the raw data: caught by the size check, never unpickled.
@@ -368,7 +368,7 @@ def test_object_dtype_arrays_are_refused(tmp_path, saved):  # 29
 
 
 def test_a_header_claiming_a_huge_length(tmp_path, saved, monkeypatch):  # 29
-    path, tree, intact = saved
+    _path, _tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, {"w": np.zeros(3, np.float32)})
     edit_manifest(crafted, lambda m: m["arrays"][0].update(shape=[2**40], nbytes=4 * 2**40))
@@ -394,13 +394,13 @@ def test_a_header_claiming_a_huge_length(tmp_path, saved, monkeypatch):  # 29
     (lambda m: m.pop("arrays"), r"'arrays' is missing or not a list"),
     (lambda m: m.update(format="something else"), r"not a funcnet checkpoint manifest"),
     (lambda m: m["tree"].update(t="eval"), r"unknown tree node 'eval'"),
-    (lambda m: m["tree"].update(t="namedtuple", name="os.system", fields=["w"]), r"'os.system' is not a plain "
-                                                                                 r"identifier"),
+    (lambda m: m["tree"].update(t="namedtuple", name="os.system", fields=["w"]), (r"'os.system' is not a plain "
+                                                                                 r"identifier")),
     (lambda m: m["arrays"].append(dict(m["arrays"][0])), r"path is not a string or repeated"),
 ], ids=["path_traversal", "bad_shape", "unknown_kind", "no_checksum", "no_arrays", "not_funcnet", "bad_node",
         "namedtuple_injection", "duplicate_entry"])
 def test_malformed_manifest_fields(tmp_path, saved, edit, message):  # 26
-    path, tree, intact = saved
+    _path, _tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, {"w": np.zeros(3, np.float32)})
     edit_manifest(crafted, edit)
@@ -417,7 +417,7 @@ def test_malformed_manifest_fields(tmp_path, saved, edit, message):  # 26
     (b"\xff\xfe\x00garbage", r"not valid JSON"),
 ], ids=["truncated_json", "json_list", "deep_nesting", "huge_number", "not_utf8"])
 def test_unparseable_manifest(tmp_path, saved, data, message):  # 26
-    path, tree, intact = saved
+    _path, _tree, intact = saved
     crafted = tmp_path / "crafted"
     ck.save(crafted, {"w": np.zeros(3, np.float32)})
     write_manifest(crafted, data)
@@ -427,7 +427,7 @@ def test_unparseable_manifest(tmp_path, saved, data, message):  # 26
 
 
 def test_oversized_manifest_is_not_read(tmp_path, saved, monkeypatch):  # 29
-    path, tree, intact = saved
+    path, _tree, intact = saved
     monkeypatch.setattr(fmt, "MAX_MANIFEST_BYTES", 1000)
     with pytest.raises(ck.CheckpointCorruptError, match=r"good/manifest.json: \d+ bytes, more than the limit of 1000"):
         ck.restore(path)
@@ -469,7 +469,7 @@ def test_bit_flip_in_a_tensor_payload(saved):  # 25
 
 
 def test_restore_into_another_architecture(saved):  # 27
-    path, tree, intact = saved
+    path, _tree, intact = saved
     wider = train_state(width=5)
     with pytest.raises(ck.CheckpointMismatchError, match=r"differences; nothing was loaded\):[\s\S]*"
                                                          r"\.params\['dense_0'\]\['w'\]: expected float32\[3,5\], "
@@ -488,7 +488,7 @@ def test_restore_into_another_dtype(saved):  # 28
 
 
 def test_saving_over_an_existing_checkpoint_needs_overwrite(saved):  # 36
-    path, tree, intact = saved
+    path, _tree, intact = saved
     with pytest.raises(FileExistsError, match=r"good already exists; pass overwrite=True"):
         ck.save(path, train_state(seed=9))
     assert intact()
@@ -501,21 +501,21 @@ def test_saving_over_an_existing_checkpoint_needs_overwrite(saved):  # 36
     ({"big": 2**70}, r"cannot save \['big'\]: the integer 1180591620717411303424 does not fit in 64 bits"),
 ])
 def test_unsupported_values_are_named(tmp_path, saved, tree, message):
-    path, _, intact = saved
+    _path, _, intact = saved
     with pytest.raises((TypeError, ValueError), match=message):
         ck.save(tmp_path / "bad", tree)
     assert not (tmp_path / "bad").exists() and intact()
 
 
 def test_non_json_metadata(tmp_path, saved):
-    path, tree, intact = saved
+    _path, tree, intact = saved
     with pytest.raises(TypeError, match=r"`metadata` must hold JSON values.*object is not JSON"):
         ck.save(tmp_path / "bad", tree, metadata={"model": object()})
     assert not (tmp_path / "bad").exists() and intact()
 
 
 def test_saving_a_donated_array(tmp_path, saved):  # 34
-    path, _, intact = saved
+    _path, _, intact = saved
     x = jnp.ones(4)
     jax.jit(lambda a: a + 1, donate_argnums=0)(x)
     if not x.is_deleted():  # the CPU backend may decline the donation

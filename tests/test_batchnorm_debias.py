@@ -14,10 +14,10 @@ import optax
 import pytest
 
 import funcnet as fn
-from funcnet.training import OptState
 from funcnet import checkpoint as ck
 from funcnet.checkpoint import format as fmt
 from funcnet.checkpoint import migrations
+from funcnet.training import OptState
 from tests.checkpoint_helpers import edit_manifest, optimizer, read_manifest, small_model
 from tests.mnist_cache import reference
 

@@ -112,7 +112,7 @@ def test_restored_model_is_rebuilt_without_user_code(tmp_path):
         assert leaves_equal(got, want)
 
 
-def Doubler(name=None):  # noqa: N802
+def Doubler(name=None):
     """A user's custom layer: funcnet cannot know its code."""
     return Layer(lambda key, spec, context=None: (spec, {}, {}),
                  lambda p, s, x, key=None, train=False, context=None: (2 * x, s), "Doubler",

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from funcnet import checkpoint as ck
 from funcnet.checkpoint import storage
@@ -95,7 +94,8 @@ def test_sigkill_during_saves_never_loses_the_previous_checkpoint(tmp_path):
             kills_mid_save += bool(leftovers(managed) or leftovers(tmp_path))
 
             # Every visible checkpoint is whole and loads; the latest never goes back.
-            steps = [int(name[5:]) for name in os.listdir(managed) if name.startswith("step_")] if managed.exists() else []
+            names = os.listdir(managed) if managed.exists() else []
+            steps = [int(name[5:]) for name in names if name.startswith("step_")]
             for step in steps:
                 path = managed / f"step_{step:09d}"
                 if (path / "manifest.json").exists():

@@ -11,7 +11,7 @@ import funcnet as fn
 from funcnet.core import Layer
 
 
-def Probe(name=None):  # noqa: N802
+def Probe(name=None):
     """A custom layer that reports what it received: its key's data, the train flag, and a call count."""
 
     def init(key, spec, *, context=None):
@@ -24,7 +24,7 @@ def Probe(name=None):  # noqa: N802
     return Layer(init, apply, "Probe", {}, (), name)
 
 
-def Take(name=None):  # noqa: N802
+def Take(name=None):
     """Passes on the first element of a probe's output tuple."""
 
     def init(key, spec, *, context=None):
@@ -95,7 +95,7 @@ def test_train_flag_and_state_reach_every_child_through_every_combinator(key, tr
     _, params, state = model.init(key, (None, 2))
     counts = jax.tree_util.tree_leaves(state)
     assert len(counts) == 4
-    (_, (_, seen, flag)), new_state = model.apply(params, state, jnp.ones((3, 2)), key=key, train=train)
+    (_, (_, _seen, flag)), new_state = model.apply(params, state, jnp.ones((3, 2)), key=key, train=train)
     assert bool(flag) is train
     assert all(int(c) == 1 for c in jax.tree_util.tree_leaves(new_state))
     assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
@@ -108,7 +108,7 @@ def test_parallel_branch_and_fan_in_match_numpy(key):
     x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
     y, _ = model.apply(params, {}, x)
     p = params["branch_0"]
-    expected = np.concatenate([x @ p["dense_0"]["w"] + p["dense_0"]["b"], x @ p["dense_1"]["w"] + p["dense_1"]["b"]], -1)
+    expected = np.concatenate([x @ p[name]["w"] + p[name]["b"] for name in ("dense_0", "dense_1")], -1)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
     pair = fn.serial(fn.parallel(fn.Relu(), fn.Tanh()), fn.FanInSum())

@@ -120,6 +120,7 @@ def test_reshape_that_cannot_fit_fails_at_init(key):
 
 def test_params_with_other_units_are_rejected(key):
     _, params, _ = fn.serial(fn.Dense(5)).init(key, (None, 3))
-    with pytest.raises(fn.ParamsError, match=r"'dense_0'(.|\n)*params have shapes \[\(3, 5\), \(5,\)\] for \['w', 'b'\], "
-                                             r"but this layer has units=10"):
+    with pytest.raises(fn.ParamsError,
+                       match=r"'dense_0'(.|\n)*params have shapes \[\(3, 5\), \(5,\)\] for \['w', 'b'\], "
+                       r"but this layer has units=10"):
         fn.serial(fn.Dense(10)).apply(params, {}, jnp.ones((2, 3)))

@@ -33,7 +33,7 @@ def run(script, *args, timeout=600):
 
 
 def metric(output, name):
-    return float(re.search(rf"^test {name}: (\d\.\d+)$", output, re.M).group(1))
+    return float(re.search(rf"^test {name}: (\d\.\d+)$", output, re.MULTILINE).group(1))
 
 
 @pytest.mark.slow

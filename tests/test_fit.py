@@ -278,7 +278,7 @@ def test_fit_argument_and_label_errors():
     params, state = init(model)
 
     def call(**kw):
-        args = dict(loss=LOSS, epochs=1, batch_size=4, verbose=0)
+        args = {"loss": LOSS, "epochs": 1, "batch_size": 4, "verbose": 0}
         args.update(kw)
         data = (args.pop("x", x), args.pop("y", y))
         return fit(model, params, state, *data, **args)

@@ -15,7 +15,7 @@ from funcnet.training.epoch import pauses, stop_rows
 from tests.test_fit import LOSS, compilations, init, leaves, mlp, teacher_data
 
 N, BATCH = 100, 16  # 7 batches an epoch, the last one padded
-MODES = [dict(mode="step"), dict(mode="scan"), dict(mode="scan", steps_per_call=3), dict(data_on_device=False)]
+MODES = [{"mode": "step"}, {"mode": "scan"}, {"mode": "scan", "steps_per_call": 3}, {"data_on_device": False}]
 
 
 class Recorder(Callback):

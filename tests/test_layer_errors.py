@@ -42,8 +42,8 @@ def _id(value):
     (lambda: fn.Conv2D(4, 3, strides=0), "Conv2D: `strides` must be a positive integer"),
     (lambda: fn.Conv2D(4, 3, dilation=(1, 0)), "Conv2D: `dilation` must be a positive integer"),
     (lambda: fn.Conv2D(4, 3, padding="full"),
-     "Conv2D: `padding` must be 'SAME', 'VALID' (in any case), a non-negative integer, or a sequence of 2 "
-     "(low, high) pairs of non-negative integers, one per spatial axis, got 'full'"),
+     ("Conv2D: `padding` must be 'SAME', 'VALID' (in any case), a non-negative integer, or a sequence of 2 "
+     "(low, high) pairs of non-negative integers, one per spatial axis, got 'full'")),
     (lambda: fn.Conv2D(4, 3, padding=((1, 1),)), ("Conv2D: `padding` must be 'SAME', 'VALID'", "got ((1, 1),).")),
     (lambda: fn.Conv1D(4, 3, padding=-1), ("Conv1D: `padding` must be", "got -1.")),
     (lambda: fn.Conv2D(3, 3, groups=2), "Conv2D: `groups`=2 must divide `filters`=3"),
@@ -52,8 +52,8 @@ def _id(value):
     (lambda: fn.ConvTranspose2D(0, 3), "ConvTranspose2D: `filters` must be a positive integer"),
     (lambda: fn.ConvTranspose2D(2, 3, padding="causal"), "ConvTranspose2D: `padding` must be 'SAME', 'VALID'"),
     (lambda: fn.ConvTranspose2D(2, 3, padding=((0, 3), (1, 1))),
-     "ConvTranspose2D: explicit `padding` ((0, 3), (1, 1)) crops the output and must be at most "
-     "(kernel_size - 1) * dilation = (2, 2) per axis"),
+     ("ConvTranspose2D: explicit `padding` ((0, 3), (1, 1)) crops the output and must be at most "
+     "(kernel_size - 1) * dilation = (2, 2) per axis")),
     (lambda: fn.MaxPool2D(0), "MaxPool2D: `pool_size` must be a positive integer or a sequence of 2"),
     (lambda: fn.AvgPool1D(2, strides=(1, 1)), "AvgPool1D: `strides` must be a positive integer or a sequence of 1"),
     (lambda: fn.MaxPool3D(2, padding=1), "MaxPool3D: `padding` must be 'SAME' or 'VALID' (in any case), got 1"),
@@ -75,8 +75,8 @@ def test_bad_configuration_is_a_value_error(make, message):
 
 @pytest.mark.parametrize(("layer", "input_shape", "message"), ids=_id, argvalues=[
     (fn.Conv2D(4, 3), (None, 28, 28),
-     "Conv2D expects inputs of shape (batch, height, width, channels) (rank 4, sizes known past the batch), "
-     "got (N, 28, 28)"),
+     ("Conv2D expects inputs of shape (batch, height, width, channels) (rank 4, sizes known past the batch), "
+     "got (N, 28, 28)")),
     (fn.Conv1D(4, 3), (None, 5, 5, 1), "Conv1D expects inputs of shape (batch, length, channels)"),
     (fn.Conv3D(4, 3), (None, 5, 5, 1), "Conv3D expects inputs of shape (batch, depth, height, width, channels)"),
     (fn.ConvTranspose2D(4, 3), (None, 5), "ConvTranspose2D expects inputs of shape (batch, height, width, channels)"),
@@ -85,8 +85,8 @@ def test_bad_configuration_is_a_value_error(make, message):
     (fn.Conv2D(4, 5), (None, 3, 3, 1), "kernel_size=(5, 5) is larger than the spatial input size (3, 3)."),
     (fn.Conv2D(4, 3, dilation=2), (None, 4, 6, 1),
      "kernel_size=(3, 3) ((5, 5) after dilation (2, 2)) is larger than the spatial input size (4, 6)."),
-    (fn.Conv1D(4, 4, padding=1), (None, 1, 2), "kernel_size=(4,) is larger than the spatial input size (1,) padded "
-     "to (3,)."),
+    (fn.Conv1D(4, 4, padding=1), (None, 1, 2), ("kernel_size=(4,) is larger than the spatial input size (1,) padded "
+     "to (3,).")),
     (fn.Conv2D(4, 3, groups=2), (None, 5, 5, 3),
      "the input's 3 channels cannot be split into groups=2: both channels and filters must be divisible by groups"),
     (fn.ConvTranspose1D(2, 3, padding=2), (None, 1, 1),

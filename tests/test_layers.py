@@ -74,7 +74,7 @@ def _numeric_grad(f, tree, rng, samples=12, eps=1e-6):
         coords = rng.choice(leaf.size, size=min(samples, leaf.size), replace=False)
         g = {}
         for c in coords:
-            def shifted(delta):
+            def shifted(delta, index=index, c=c):
                 moved = [np.array(l, copy=True) for l in leaves]
                 moved[index].reshape(-1)[c] += delta
                 return f(jax.tree_util.tree_unflatten(treedef, moved))
@@ -117,8 +117,11 @@ def test_jit_and_vmap_agree_with_eager(case):
     np.testing.assert_allclose(per_example, eager, rtol=1e-5, atol=1e-5)
 
 
+FLOAT_CASES = [c for c in CASES if c.int_input is None]
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("case", [c for c in CASES if c.int_input is None], ids=[c.id for c in CASES if c.int_input is None])
+@pytest.mark.parametrize("case", FLOAT_CASES, ids=[c.id for c in FLOAT_CASES])
 def test_dtype_is_preserved(case, dtype):
     layer, _, params, state = build(case)
     x = jnp.asarray(make_input(case, np.random.default_rng(5)), dtype)

@@ -17,7 +17,6 @@ import funcnet as fn
 from funcnet import architecture as arch
 
 
-
 def dict_model():
     """image (N, 6, 6, 1) and meta (N, 4) -> logits (N, 3), via parallel over a dict then concat."""
     return fn.serial(

@@ -52,7 +52,7 @@ if len(sys.argv) > 2:
 
 
 def python_blocks(text):
-    return re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    return re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
 
 
 def quoted_outputs(text):
@@ -62,13 +62,13 @@ def quoted_outputs(text):
     block (line None) is the block's whole output.
     """
     quotes = []
-    for i, block in enumerate(re.finditer(r"^```python\n(.*?)^```\n", text, re.M | re.S)):
+    for i, block in enumerate(re.finditer(r"^```python\n(.*?)^```\n", text, re.MULTILINE | re.DOTALL)):
         first_line = text.count("\n", 0, block.start(1)) + 1
         for n, line in enumerate(block.group(1).splitlines(), 1):
             comment = re.match(r"^\s*print\(.*\)\s+# (.*)$", line)
             if comment:
                 quotes.append((i, n, first_line + n - 1, comment.group(1)))
-        after = re.match(r"\s*```text\n(.*?)^```", text[block.end():], re.M | re.S)
+        after = re.match(r"\s*```text\n(.*?)^```", text[block.end():], re.MULTILINE | re.DOTALL)
         if after:
             quotes.append((i, None, text.count("\n", 0, block.end() + after.start(1)) + 1, after.group(1)))
     return quotes
@@ -85,7 +85,7 @@ def matches(expected, printed):
             figures.append(float(part[1:]))
         else:
             pattern += re.escape(part)
-    found = re.fullmatch(pattern, printed.strip(), re.S)
+    found = re.fullmatch(pattern, printed.strip(), re.DOTALL)
     return found is not None and all(abs(float(got) - want) <= TOLERANCE for got, want in zip(found.groups(), figures))
 
 
@@ -147,4 +147,4 @@ def test_documentation_code_runs(page, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     namespace = {"__name__": "__docs__"}
     for i, block in enumerate(python_blocks(page.read_text())):
-        exec(compile(block, f"{page.name} (python block {i + 1})", "exec"), namespace)
+        exec(compile(block, f"{page.name} (python block {i + 1})", "exec"), namespace)  # noqa: S102 (the docs' own code)

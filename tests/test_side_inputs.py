@@ -15,7 +15,7 @@ import funcnet as fn
 from funcnet.core import Layer, array_spec, side_input, spec
 
 
-def MaskedMean(name=None):  # noqa: N802
+def MaskedMean(name=None):
     """Two inputs, ``{"x": (N, T, C) float, "mask": (N, T) bool}`` -> the mean over unmasked steps, (N, C)."""
 
     def init(key, input_spec, *, context=None):
@@ -32,7 +32,7 @@ def MaskedMean(name=None):  # noqa: N802
     return Layer(init, apply, "MaskedMean", {}, (), name)
 
 
-def ZeroPadded(mask_name="padding_mask", name=None):  # noqa: N802
+def ZeroPadded(mask_name="padding_mask", name=None):
     """One input ``(N, T, C)``; zeroes the steps where the side input ``mask_name`` (N, T) is False."""
 
     def init(key, input_spec, *, context=None):

@@ -147,18 +147,18 @@ def test_identity_and_transpose_spellings_are_one_config():
     ({"dense_0/q": ("embedding_0/w", "transpose")}, fn.ParamsError,
      r"tie destination 'dense_0/q' names no parameter: no entry 'q' in 'dense_0' \(entries: \['b', 'w'\]\)"),
     ({"dense_0/w": ("embed/w", "transpose")}, fn.ParamsError,
-     r"tie source 'embed/w' names no parameter: no entry 'embed' in the model's params "
-     r"\(entries: \['dense_0', 'embedding_0'\]\)"),
+     (r"tie source 'embed/w' names no parameter: no entry 'embed' in the model's params "
+     r"\(entries: \['dense_0', 'embedding_0'\]\)")),
     ({"dense_0": ("embedding_0/w", "transpose")}, fn.ParamsError,
      r"tie destination 'dense_0' names a group of parameters \(\['b', 'w'\]\), not one array"),
     ({"dense_0/w/x": ("embedding_0/w", "transpose")}, fn.ParamsError,
      r"tie destination 'dense_0/w/x' names no parameter: 'dense_0/w' is an array, not a group"),
     ({"dense_0/w": "embedding_0/w"}, fn.ShapeError,
-     r"tie 'dense_0/w' <- identity of 'embedding_0/w': the destination is \(4, 11\) float32, the source "
-     r"gives \(11, 4\) float32.*Hint: the transform 'transpose' gives \(4, 11\)"),
+     (r"tie 'dense_0/w' <- identity of 'embedding_0/w': the destination is \(4, 11\) float32, the source "
+     r"gives \(11, 4\) float32.*Hint: the transform 'transpose' gives \(4, 11\)")),
     ({"dense_0/b": ("embedding_0/w", "transpose")}, fn.ShapeError,
-     r"tie 'dense_0/b' <- transpose of 'embedding_0/w': the destination is \(11,\) float32, the source gives "
-     r"\(4, 11\) float32.*Hint: tie parameters of the same size"),
+     (r"tie 'dense_0/b' <- transpose of 'embedding_0/w': the destination is \(11,\) float32, the source gives "
+     r"\(4, 11\) float32.*Hint: tie parameters of the same size")),
 ], ids=["unknown-destination", "unknown-source", "group", "past-an-array", "needs-transpose", "size"])
 def test_init_rejects_ties_that_do_not_fit(key, ties, error, match):
     model = fn.serial(fn.tied(language_model(), ties))
@@ -169,8 +169,8 @@ def test_init_rejects_ties_that_do_not_fit(key, ties, error, match):
 @pytest.mark.parametrize("ties, error, match", [
     ({"dense_0/w": "dense_0/w"}, ValueError, r"tied: tie 'dense_0/w' is tied onto itself"),
     ({"dense_0/w": "embedding_0/w", "dense_1/w": "dense_0/w"}, ValueError,
-     r"tied: 'dense_0/w' is the destination of a tie and the source of the tie 'dense_1/w'; tie 'dense_1/w' to "
-     r"'embedding_0/w' \(the original\) instead"),
+     (r"tied: 'dense_0/w' is the destination of a tie and the source of the tie 'dense_1/w'; tie 'dense_1/w' to "
+     r"'embedding_0/w' \(the original\) instead")),
     ({"dense_0/w": ("embedding_0/w", "flip")}, ValueError,
      r"tie 'dense_0/w' has transform 'flip'; choose one of \['identity', 'transpose'\]"),
     ({"dense_0/w": 3}, TypeError, r"tied: tie 'dense_0/w': 3 must map a path string to a source path"),

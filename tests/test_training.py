@@ -9,8 +9,11 @@ import optax
 import pytest
 
 import funcnet as fn
+from funcnet.checkpoint.tree import build, flatten_with_paths, leaf_paths
 from funcnet.training import (
     OPTIMIZERS,
+    GuardState,
+    OptState,
     check_labels,
     freeze_labels,
     get_optimizer,
@@ -18,9 +21,9 @@ from funcnet.training import (
     make_eval_step,
     make_optimizer,
     make_train_step,
+    migrate_guard_layout,
+    upgrade_opt_state,
 )
-from funcnet.checkpoint.tree import build, flatten_with_paths, leaf_paths
-from funcnet.training import GuardState, OptState, migrate_guard_layout, upgrade_opt_state
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -280,8 +283,8 @@ def test_eval_step():
 
 @pytest.mark.parametrize("y,kind,error,message", [
     (np.zeros((10, 1), np.int32), "class_index", ValueError,
-     r"expects labels of shape \(10,\) \(one class index per example\) for model outputs of shape \(10, 3\), "
-     r"got \(10, 1\)\. Flatten them with y\.reshape\(-1\)"),
+     (r"expects labels of shape \(10,\) \(one class index per example\) for model outputs of shape \(10, 3\), "
+     r"got \(10, 1\)\. Flatten them with y\.reshape\(-1\)")),
     (np.zeros(10, np.float32), "class_index", TypeError,
      r"expects integer class indices, got labels of dtype float32; they are whole numbers: convert them"),
     (np.full(10, 0.5, np.float32), "class_index", TypeError, r"one-hot rows or probabilities need loss="),
@@ -366,7 +369,7 @@ def test_upgrade_opt_state_from_apply_if_finite_and_bare_states():
     step = make_train_step(model, LOSS, "adam", learning_rate=0.01)
     with pytest.raises(ValueError, match=r"opt_state has type ApplyIfFiniteState, .*upgrade_opt_state\(opt_state\)"):
         step(copy(params), state, old, (x, y), None)
-    _, _, opt, logs = step(copy(params), state, new, (np.full_like(x, np.nan), y), None)
+    _, _, opt, _logs = step(copy(params), state, new, (np.full_like(x, np.nan), y), None)
     assert (int(opt.guard.bad_run), int(opt.guard.skipped)) == (3, 6)
     bare = optax.adam(0.01).init(params)
     assert upgrade_opt_state(bare).optimizer is bare and int(upgrade_opt_state(bare).guard.skipped) == 0
@@ -377,7 +380,7 @@ def test_migrate_guard_layout_rewrites_a_saved_manifest(tmp_path):
     from funcnet import checkpoint as ck
     from funcnet.checkpoint import format as fmt
 
-    model, params, state, x, y = setup()
+    _model, params, _state, _x, _y = setup()
     old = old_layout(params, freeze="dense_0")
     ck.save(tmp_path / "c", {"params": params, "opt_state": old})
     manifest = fmt.read_manifest(tmp_path / "c")

@@ -12,7 +12,6 @@ import torch
 
 from benchmarks.contenders.base import Runner
 
-
 DEFAULT_THREADS = torch.get_num_threads()
 
 

@@ -58,7 +58,18 @@ from funcnet.checkpoint.manager import CheckpointManager
 from funcnet.checkpoint.storage import clean_stale
 
 __all__ = [
-    "save", "restore", "Restored", "CheckpointManager", "CheckpointCallback", "clean_stale", "FORMAT_VERSION",
-    "CheckpointError", "CheckpointNotFoundError", "CheckpointCorruptError", "CheckpointVersionError",
-    "CheckpointMismatchError", "CheckpointWriteError", "CheckpointBusyError",
+    "FORMAT_VERSION",
+    "CheckpointBusyError",
+    "CheckpointCallback",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointManager",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointVersionError",
+    "CheckpointWriteError",
+    "Restored",
+    "clean_stale",
+    "restore",
+    "save",
 ]

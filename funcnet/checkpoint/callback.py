@@ -134,4 +134,3 @@ class CheckpointCallback(Callback):
     def on_train_end(self, train_state: TrainState) -> None:
         if self._last_saved_step != int(train_state.step):
             self._save(train_state)
-        return None

@@ -83,8 +83,7 @@ def fsync_dir(path: Path) -> None:
 def write_file(path: Path, chunks: list) -> None:
     """Writes ``chunks`` (bytes-like) to a new file, flushes and ``fsync``-s it. Fails if it exists."""
     with open(path, "xb") as f:
-        for chunk in chunks:
-            f.write(chunk)
+        f.writelines(chunks)
         f.flush()
         os.fsync(f.fileno())
 

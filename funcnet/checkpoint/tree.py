@@ -7,8 +7,8 @@ object array) is refused at save time, naming its path.
 
 NamedTuples are restored as their original class when it is an attribute of the already-imported
 ``optax``, ``funcnet`` or ``funcnet.training`` package with the same module, name and fields
-(optax's optimizer states, funcnet's ``TrainState``); otherwise as a stand-in ``collections.namedtuple`` with the same name
-and fields (names are checked to be plain identifiers first). Nothing is imported and no name from
+(optax's optimizer states, funcnet's ``TrainState``); otherwise as a stand-in ``collections.namedtuple`` with the same
+name and fields (names are checked to be plain identifiers first). Nothing is imported and no name from
 the file is evaluated.
 """
 
@@ -97,7 +97,7 @@ def _unique(names: list[str], node: str, what: str) -> None:
         raise CheckpointCorruptError(f"{node}: the {what} {repeated[0]!r} is repeated.")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stand_in(name: str, fields: tuple[str, ...]) -> type:
     return collections.namedtuple(name, fields)
 

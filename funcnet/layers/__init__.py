@@ -1,5 +1,6 @@
 """The layer catalogue. Constructors are CamelCase and return a :class:`funcnet.Layer`."""
 
+from funcnet.layers._lowering import set_lowering
 from funcnet.layers.activations import (
     ACTIVATIONS,
     Elu,
@@ -30,7 +31,6 @@ from funcnet.layers.conv import (
     ConvTranspose3D,
 )
 from funcnet.layers.dense import Dense
-from funcnet.layers._lowering import set_lowering
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
 from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm
@@ -57,7 +57,7 @@ LAYERS = {
                   BatchNorm, LayerNorm, GroupNorm, Embedding)
 }
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 (LAYERS holds the layer constructors' names)
     *LAYERS,
     "ACTIVATIONS",
     "set_lowering",

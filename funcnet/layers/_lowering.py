@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import jax
 
@@ -49,7 +49,7 @@ class LoweringScope:
     def __init__(self, previous: str) -> None:
         self.previous = previous
 
-    def __enter__(self) -> LoweringScope:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

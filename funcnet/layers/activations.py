@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-
 import jax.numpy as jnp
 
 from funcnet.core import Array, Context, Key, Layer, Params, State, array_spec, check_floating
@@ -73,47 +72,47 @@ def _elementwise(kind: str, fn: Callable[[Array], Array], config: dict, name: st
     return Layer(init, apply, kind, config, (), name)
 
 
-def Relu(name: str | None = None) -> Layer:  # noqa: N802
+def Relu(name: str | None = None) -> Layer:
     """``max(x, 0)``."""
     return _elementwise("Relu", relu, {}, name)
 
 
-def LeakyRelu(negative_slope: float = 0.01, name: str | None = None) -> Layer:  # noqa: N802
+def LeakyRelu(negative_slope: float = 0.01, name: str | None = None) -> Layer:
     """``x`` where positive, ``negative_slope * x`` elsewhere."""
     return _elementwise("LeakyRelu", lambda x: leaky_relu(x, negative_slope),
                         {"negative_slope": negative_slope}, name)
 
 
-def Elu(alpha: float = 1.0, name: str | None = None) -> Layer:  # noqa: N802
+def Elu(alpha: float = 1.0, name: str | None = None) -> Layer:
     """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
     return _elementwise("Elu", lambda x: elu(x, alpha), {"alpha": alpha}, name)
 
 
-def Gelu(approximate: bool = True, name: str | None = None) -> Layer:  # noqa: N802
+def Gelu(approximate: bool = True, name: str | None = None) -> Layer:
     """Gaussian error linear unit; ``approximate=False`` uses the exact erf form."""
     return _elementwise("Gelu", lambda x: gelu(x, approximate=approximate), {"approximate": approximate}, name)
 
 
-def Silu(name: str | None = None) -> Layer:  # noqa: N802
+def Silu(name: str | None = None) -> Layer:
     """``x * sigmoid(x)`` (also called swish)."""
     return _elementwise("Silu", silu, {}, name)
 
 
-def Sigmoid(name: str | None = None) -> Layer:  # noqa: N802
+def Sigmoid(name: str | None = None) -> Layer:
     """``1 / (1 + exp(-x))``."""
     return _elementwise("Sigmoid", sigmoid, {}, name)
 
 
-def Tanh(name: str | None = None) -> Layer:  # noqa: N802
+def Tanh(name: str | None = None) -> Layer:
     """Hyperbolic tangent."""
     return _elementwise("Tanh", tanh, {}, name)
 
 
-def Softmax(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
+def Softmax(axis: int = -1, name: str | None = None) -> Layer:
     """Softmax along ``axis`` (default: the last). Prefer logits plus a cross-entropy from logits."""
     return _elementwise("Softmax", lambda x: softmax(x, axis=axis), {"axis": axis}, name)
 
 
-def LogSoftmax(axis: int = -1, name: str | None = None) -> Layer:  # noqa: N802
+def LogSoftmax(axis: int = -1, name: str | None = None) -> Layer:
     """Log-softmax along ``axis`` (default: the last)."""
     return _elementwise("LogSoftmax", lambda x: log_softmax(x, axis=axis), {"axis": axis}, name)

@@ -170,7 +170,7 @@ def _conv_nd(rank: int, transpose: bool, kind: str, filters: int, kernel_size: I
     return Layer(init, apply, kind, config, (), name)
 
 
-def Conv2D(  # noqa: N802
+def Conv2D(
     filters: int,
     kernel_size: IntOrTuple,
     *,
@@ -224,7 +224,7 @@ def Conv2D(  # noqa: N802
                     groups, activation, use_bias, w_init, b_init, name)
 
 
-def Conv1D(  # noqa: N802
+def Conv1D(
     filters: int,
     kernel_size: IntOrTuple,
     *,
@@ -250,7 +250,7 @@ def Conv1D(  # noqa: N802
                     groups, activation, use_bias, w_init, b_init, name)
 
 
-def Conv3D(  # noqa: N802
+def Conv3D(
     filters: int,
     kernel_size: IntOrTuple,
     *,
@@ -276,7 +276,7 @@ def Conv3D(  # noqa: N802
                     groups, activation, use_bias, w_init, b_init, name)
 
 
-def ConvTranspose2D(  # noqa: N802
+def ConvTranspose2D(
     filters: int,
     kernel_size: IntOrTuple,
     *,
@@ -316,7 +316,7 @@ def ConvTranspose2D(  # noqa: N802
                     1, activation, use_bias, w_init, b_init, name)
 
 
-def ConvTranspose1D(  # noqa: N802
+def ConvTranspose1D(
     filters: int,
     kernel_size: IntOrTuple,
     *,
@@ -341,7 +341,7 @@ def ConvTranspose1D(  # noqa: N802
                     1, activation, use_bias, w_init, b_init, name)
 
 
-def ConvTranspose3D(  # noqa: N802
+def ConvTranspose3D(
     filters: int,
     kernel_size: IntOrTuple,
     *,

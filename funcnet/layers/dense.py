@@ -34,7 +34,7 @@ glorot_uniform = jax.nn.initializers.glorot_uniform()
 zeros = jax.nn.initializers.zeros
 
 
-def Dense(  # noqa: N802
+def Dense(
     units: int,
     *,
     activation: str | Callable | None = None,

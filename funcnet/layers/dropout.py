@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from funcnet.core import Array, Context, Key, Layer, MissingKeyError, Params, State, array_spec
 
 
-def Dropout(rate: float, name: str | None = None) -> Layer:  # noqa: N802
+def Dropout(rate: float, name: str | None = None) -> Layer:
     """Zeroes each value with probability ``rate`` while training, scaling the rest by ``1/(1-rate)``.
 
     ``rate`` is the probability of *dropping* (as in Keras and PyTorch). In evaluation

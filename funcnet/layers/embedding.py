@@ -28,7 +28,7 @@ from funcnet.core import (
 normal = jax.nn.initializers.normal(stddev=0.05)
 
 
-def Embedding(  # noqa: N802
+def Embedding(
     vocab_size: int,
     features: int,
     *,

@@ -124,7 +124,7 @@ def _check_apply(kind: str, params: Params, names: Sequence[str],
     return params.get("scale"), params.get("bias")
 
 
-def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = True,  # noqa: N802
+def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = True,
               use_bias: bool = True, name: str | None = None) -> Layer:
     """Batch normalisation: standardises each channel over the batch and every other axis.
 
@@ -203,7 +203,7 @@ def BatchNorm(momentum: float = 0.99, epsilon: float = 1e-3, use_scale: bool = T
     return Layer(init, apply, "BatchNorm", config, (), name)
 
 
-def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True,  # noqa: N802
+def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True,
               name: str | None = None) -> Layer:
     """Layer normalisation: standardises each example over its last axis (the features).
 
@@ -238,7 +238,7 @@ def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = Tr
     return Layer(init, apply, "LayerNorm", config, (), name)
 
 
-def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,  # noqa: N802
+def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,
               use_bias: bool = True, name: str | None = None) -> Layer:
     """Group normalisation: splits the channels into ``groups`` groups of consecutive channels and
     standardises each group of each example over its channels and every spatial axis.

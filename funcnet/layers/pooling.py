@@ -92,7 +92,7 @@ def _pool_nd(rank: int, average: bool, kind: str, pool_size: IntOrTuple, strides
     return Layer(init, apply, kind, config, (), name)
 
 
-def MaxPool2D(  # noqa: N802
+def MaxPool2D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -122,7 +122,7 @@ def MaxPool2D(  # noqa: N802
     return _pool_nd(2, False, "MaxPool2D", pool_size, strides, padding, name)
 
 
-def MaxPool1D(  # noqa: N802
+def MaxPool1D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -132,7 +132,7 @@ def MaxPool1D(  # noqa: N802
     return _pool_nd(1, False, "MaxPool1D", pool_size, strides, padding, name)
 
 
-def MaxPool3D(  # noqa: N802
+def MaxPool3D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -143,7 +143,7 @@ def MaxPool3D(  # noqa: N802
     return _pool_nd(3, False, "MaxPool3D", pool_size, strides, padding, name)
 
 
-def AvgPool2D(  # noqa: N802
+def AvgPool2D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -157,7 +157,7 @@ def AvgPool2D(  # noqa: N802
     return _pool_nd(2, True, "AvgPool2D", pool_size, strides, padding, name)
 
 
-def AvgPool1D(  # noqa: N802
+def AvgPool1D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -167,7 +167,7 @@ def AvgPool1D(  # noqa: N802
     return _pool_nd(1, True, "AvgPool1D", pool_size, strides, padding, name)
 
 
-def AvgPool3D(  # noqa: N802
+def AvgPool3D(
     pool_size: IntOrTuple = 2,
     strides: IntOrTuple | None = None,
     padding: str = "VALID",
@@ -201,13 +201,13 @@ def _global_pool(kind: str, reduce: Callable[..., Array], name: str | None) -> L
     return Layer(init, apply, kind, {}, (), name)
 
 
-def GlobalAvgPool(name: str | None = None) -> Layer:  # noqa: N802
+def GlobalAvgPool(name: str | None = None) -> Layer:
     """The mean over every spatial axis: ``(N, *spatial, C) -> (N, C)``, for any number of
     spatial axes."""
     return _global_pool("GlobalAvgPool", jnp.mean, name)
 
 
-def GlobalMaxPool(name: str | None = None) -> Layer:  # noqa: N802
+def GlobalMaxPool(name: str | None = None) -> Layer:
     """The maximum over every spatial axis: ``(N, *spatial, C) -> (N, C)``, for any number of
     spatial axes.
 

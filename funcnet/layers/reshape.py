@@ -27,12 +27,12 @@ def _shape_layer(kind: str, config: dict, name: str | None, out_shape) -> Layer:
     return Layer(init, apply, kind, config, (), name)
 
 
-def Flatten(name: str | None = None) -> Layer:  # noqa: N802
+def Flatten(name: str | None = None) -> Layer:
     """Flattens each example: ``(N, d1, ..., dk) -> (N, d1 * ... * dk)``."""
     return _shape_layer("Flatten", {}, name, lambda shape: (shape[0], math.prod(shape[1:])))
 
 
-def Reshape(shape: tuple[int, ...], name: str | None = None) -> Layer:  # noqa: N802
+def Reshape(shape: tuple[int, ...], name: str | None = None) -> Layer:
     """Reshapes each example to ``shape`` (one entry may be -1): ``(N, ...) -> (N, *shape)``."""
     shape = tuple(shape)
     if not shape or sum(d == -1 for d in shape) > 1 or any(
@@ -51,7 +51,7 @@ def Reshape(shape: tuple[int, ...], name: str | None = None) -> Layer:  # noqa: 
     return _shape_layer("Reshape", {"shape": list(shape)}, name, out_shape)
 
 
-def Identity(name: str | None = None) -> Layer:  # noqa: N802
+def Identity(name: str | None = None) -> Layer:
     """Returns its input unchanged (any shape, any number of inputs)."""
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:

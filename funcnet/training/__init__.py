@@ -30,7 +30,7 @@ from funcnet.training.optimizers import (
 from funcnet.training.state import FitResult, NonFiniteError, TrainState
 from funcnet.training.step import make_eval_step, make_train_step
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (grouped by topic)
     # steps and optimizers
     "make_train_step", "make_eval_step", "make_optimizer", "init_opt_state", "get_optimizer", "OPTIMIZERS",
     "freeze_labels", "param_paths", "OptState", "GuardState", "upgrade_opt_state", "migrate_guard_layout",

@@ -8,7 +8,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "REFRESH_SECONDS", "format_logs"]
+__all__ = ["REFRESH_SECONDS", "Progress", "format_logs"]
 
 #: Seconds between refreshes of the bar's numbers (each refresh waits for the device).
 REFRESH_SECONDS = 0.5
