@@ -278,3 +278,22 @@ def test_the_manager_reads_no_linked_manifest_for_its_best_metric(tmp_path):
     with pytest.raises(ck.CheckpointCorruptError, match=r"step_000000001/manifest.json is a symbolic link"):
         manager.metrics(1)
     assert manager.best() is None  # a refused checkpoint is not a candidate
+
+
+def test_the_readers_themselves_refuse_a_link_swapped_in_after_the_checks(tmp_path):
+    """format's readers check the descriptor they read from, so a link or FIFO put in place after
+    restore's checks (a racing writer) is refused, not followed, and never blocks."""
+    from funcnet.checkpoint import format as fmt
+
+    path = ck.save(tmp_path / "c", tree_for(1))
+    entry = read_manifest(path)["arrays"][0]
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes((path / entry["file"]).read_bytes())
+    (path / entry["file"]).unlink()
+    os.symlink(outside, path / entry["file"])
+    with pytest.raises(ck.CheckpointCorruptError, match=rf"{entry['file']} is a symbolic link"):
+        fmt.read_array(path, entry)
+    (path / "manifest.json").unlink()
+    os.mkfifo(path / "manifest.json")
+    with pytest.raises(ck.CheckpointCorruptError, match=r"manifest.json is a FIFO"):
+        fmt.read_manifest(path)

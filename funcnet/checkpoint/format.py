@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet.checkpoint import storage
+from funcnet.checkpoint import layout, storage
 from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointVersionError
 from funcnet.checkpoint.migrations import MIGRATIONS
 
@@ -191,17 +192,16 @@ def _corrupt(directory: Path, file: str, detail: str) -> CheckpointCorruptError:
                                   f"{directory / file}: {detail}")
 
 
-def _read_bounded(path: Path, limit: int, directory: Path, file: str) -> bytes:
+def _read_bounded(directory: Path, file: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``directory / file``, read through a descriptor checked to be a regular file."""
     try:
-        size = path.stat().st_size
-        if size > limit:
-            raise _corrupt(directory, file, f"{size} bytes, more than the limit of {limit}.")
-        with open(path, "rb") as f:
+        with layout.open_regular(directory, file) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise _corrupt(directory, file, f"{size} bytes, more than the limit of {limit}.")
             return f.read(limit + 1)
     except FileNotFoundError as error:
         raise _corrupt(directory, file, "missing.") from error
-    except IsADirectoryError as error:
-        raise _corrupt(directory, file, "is a directory.") from error
 
 
 def read_manifest(directory: Path) -> dict:
@@ -211,8 +211,8 @@ def read_manifest(directory: Path) -> dict:
         CheckpointCorruptError: naming the file, for a missing, oversized, altered or malformed manifest.
         CheckpointVersionError: for a newer format version.
     """
-    data = _read_bounded(directory / MANIFEST, MAX_MANIFEST_BYTES, directory, MANIFEST)
-    digest = _read_bounded(directory / MANIFEST_SHA, 100, directory, MANIFEST_SHA).strip()
+    data = _read_bounded(directory, MANIFEST, MAX_MANIFEST_BYTES)
+    digest = _read_bounded(directory, MANIFEST_SHA, 100).strip()
     if hashlib.sha256(data).hexdigest().encode("ascii") != digest:
         raise _corrupt(directory, MANIFEST, f"its SHA-256 does not match {MANIFEST_SHA} (the file was altered "
                        "or damaged).")
@@ -361,17 +361,18 @@ def read_array(directory: Path, entry: dict) -> np.ndarray:
     """
     if "value" in entry:  # added by a migration: no file
         return np.full(entry["shape"], entry["value"], _DTYPES[entry["dtype"]])
-    path = directory / entry["file"]
     what = f"array {entry['path']}"
     try:
-        size = path.stat().st_size
+        f = layout.open_regular(directory, entry["file"])
     except FileNotFoundError as error:
         raise _corrupt(directory, entry["file"], f"missing ({what}).") from error
-    if size != entry["nbytes"]:
-        state = "truncated" if size < entry["nbytes"] else "longer than recorded"
-        raise _corrupt(directory, entry["file"], f"{state}: expected {entry['nbytes']} bytes, got {size} ({what}).")
-    buffer = np.empty(entry["nbytes"], np.uint8)
-    with open(path, "rb") as f:
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size != entry["nbytes"]:
+            state = "truncated" if size < entry["nbytes"] else "longer than recorded"
+            raise _corrupt(directory, entry["file"], f"{state}: expected {entry['nbytes']} bytes, got {size} "
+                           f"({what}).")
+        buffer = np.empty(entry["nbytes"], np.uint8)
         read = f.readinto(memoryview(buffer))
     if read != entry["nbytes"]:
         raise _corrupt(directory, entry["file"], f"truncated: expected {entry['nbytes']} bytes, got {read} ({what}).")

@@ -24,6 +24,7 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from funcnet.checkpoint.errors import CheckpointCorruptError
 
@@ -105,6 +106,34 @@ def check_arrays_directory(directory: Path) -> None:
     what = not_real_directory(directory / ARRAYS)
     if what is not None:
         raise _refused(directory, ARRAYS, what)
+
+
+def open_regular(directory: Path, name: str) -> BinaryIO:
+    """Opens ``directory / name`` for reading if it is a regular file: never follows a link, never
+    blocks on a FIFO, and checks the opened descriptor itself, so nothing can be swapped in between
+    the check and the read.
+
+    Raises:
+        FileNotFoundError: the entry is missing (the reader names it).
+        CheckpointCorruptError: the entry is a link, a FIFO or another non-regular file, naming its kind.
+    """
+    path = directory / name
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _refused(directory, name, kind(stat.S_IFLNK)) from None
+        mode = _lstat_mode(path)  # a socket (ENXIO), or a permission error
+        if mode is not None and not stat.S_ISREG(mode):
+            raise _refused(directory, name, kind(mode)) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _refused(directory, name, kind(mode))
+    return os.fdopen(fd, "rb")
 
 
 def check_array_file(directory: Path, file: str) -> None:
