@@ -58,8 +58,9 @@ def test_reverse_reads_the_sequence_backwards():
 
 
 def test_rnn_of_a_cell_is_its_shortcut():
-    for cell, shortcut in ((fn.LSTMCell(3), fn.LSTM(3)), (fn.GRUCell(3, reset_after=False), fn.GRU(3, reset_after=False)),
-                           (fn.SimpleRNNCell(3, "relu"), fn.SimpleRNN(3, activation="relu"))):
+    pairs = ((fn.LSTMCell(3), fn.LSTM(3)), (fn.GRUCell(3, reset_after=False), fn.GRU(3, reset_after=False)),
+             (fn.SimpleRNNCell(3, "relu"), fn.SimpleRNN(3, activation="relu")))
+    for cell, shortcut in pairs:
         params, state = random_params(shortcut, (2, 4, 2))
         x = np.random.default_rng(3).standard_normal((2, 4, 2)).astype(np.float32)
         np.testing.assert_array_equal(fn.RNN(cell).apply(params, state, x)[0], shortcut.apply(params, state, x)[0])
@@ -80,7 +81,8 @@ def test_init_gives_keras_shapes_and_forget_bias():
 
 def test_features_without_time_axis_suggest_reshape():
     model = fn.serial(fn.Dense(8), fn.LSTM(4))
-    with pytest.raises(fn.ShapeError, match=r"(?s)lstm_0.*rank 3 \(batch, time, features\).*\(N, 8\).*Reshape\(\(8, 1\)\)"):
+    expected = r"(?s)lstm_0.*rank 3 \(batch, time, features\).*\(N, 8\).*Reshape\(\(8, 1\)\)"
+    with pytest.raises(fn.ShapeError, match=expected):
         model.init(jax.random.key(0), (None, 5))
 
 

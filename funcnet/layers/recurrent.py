@@ -180,4 +180,4 @@ def LSTM(units: int, *, unit_forget_bias: bool = True, return_sequences: bool = 
                       return_sequences, return_state, reverse, unroll, name)
 
 
-__all__ = ["RNN", "SimpleRNN", "GRU", "LSTM"]
+__all__ = ["GRU", "LSTM", "RNN", "SimpleRNN"]
