@@ -104,6 +104,7 @@ def test_bad_cells_and_options_are_named():
 
 def test_matches_torch_with_copied_weights():
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 6, 4)).astype(np.float32)
     units = 5
@@ -121,7 +122,8 @@ def test_matches_torch_with_copied_weights():
                                                                                              return_sequences=True)
         expected = module(torch.from_numpy(x))[0].detach().numpy()
         got = layer.apply(jax.tree.map(jnp.asarray, params), {}, x)[0]
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=kind)
+        # float32 on both sides: atol covers rounding of outputs near zero after six steps.
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=kind)
 
 
 def test_lstm_learns_to_remember_the_first_step():
