@@ -151,3 +151,12 @@ def test_lstm_model_survives_checkpoint_and_architecture_json(tmp_path):
     x = np.random.default_rng(6).standard_normal((2, 5, 3)).astype(np.float32)
     got = restored.model.apply(restored.tree["params"], restored.tree["state"], x)[0]
     np.testing.assert_array_equal(got, model.apply(params, state, x)[0])
+
+
+def test_params_of_another_size_are_refused_at_apply():
+    _, params, state = fn.LSTM(4).init(jax.random.key(0), (None, 5, 3))
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(fn.ParamsError, match=r"w \(3, 16\) and u \(4, 16\), but this LSTMCell has units=5"):
+        fn.LSTM(5).apply(params, state, x)
+    with pytest.raises(fn.ShapeError, match=r"built for inputs of shape \(N, N, 3\).*got \(2, 5, 2\)"):
+        fn.LSTM(4).apply(params, state, x[..., :2])
