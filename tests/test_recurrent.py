@@ -129,14 +129,14 @@ def test_matches_torch_with_copied_weights():
 def test_lstm_learns_to_remember_the_first_step():
     # The label is the sign of the first step's first feature, read after 7 more steps of noise.
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((512, 8, 2)).astype(np.float32)
+    x = rng.standard_normal((1024, 8, 2)).astype(np.float32)
     y = (x[:, 0, 0] > 0).astype(np.int32)
     model = fn.serial(fn.LSTM(16), fn.Dense(2))
     _, params, state = model.init(jax.random.key(0), (None, 8, 2))
-    result = fn.fit(model, params, state, x[:384], y[:384], loss="sparse_categorical_crossentropy", optimizer="adam",
-                    learning_rate=0.01, epochs=30, batch_size=64, verbose=0)
-    scores = fn.evaluate(model, result.params, result.state, x[384:], y[384:], metrics=["accuracy"])
-    assert scores["accuracy"] >= 0.95, scores
+    result = fn.fit(model, params, state, x[:768], y[:768], loss="sparse_categorical_crossentropy", optimizer="adam",
+                    learning_rate=0.01, epochs=20, batch_size=64, verbose=0)
+    scores = fn.evaluate(model, result.params, result.state, x[768:], y[768:], metrics=["accuracy"])
+    assert scores["accuracy"] >= 0.95, scores  # 0.988 here; 0.969 and 0.988 with other seeds
 
 
 def test_lstm_model_survives_checkpoint_and_architecture_json(tmp_path):
