@@ -44,6 +44,8 @@ from funcnet.layers.pooling import (
     MaxPool2D,
     MaxPool3D,
 )
+from funcnet.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
+from funcnet.layers.recurrent_cells import GRUCell, LSTMCell, SimpleRNNCell
 from funcnet.layers.reshape import Flatten, Identity, Reshape
 
 #: Every layer constructor, by kind; the test registry must cover each one.
@@ -54,12 +56,14 @@ LAYERS = {
                   Conv1D, Conv2D, Conv3D, ConvTranspose1D, ConvTranspose2D, ConvTranspose3D,
                   MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D,
                   GlobalAvgPool, GlobalMaxPool,
-                  BatchNorm, LayerNorm, GroupNorm, Embedding)
+                  BatchNorm, LayerNorm, GroupNorm, Embedding,
+                  RNN, SimpleRNN, GRU, LSTM)
 }
 
 __all__ = [  # noqa: PLE0604 (LAYERS holds the layer constructors' names)
     *LAYERS,
     "ACTIVATIONS",
     "set_lowering",
+    "SimpleRNNCell", "GRUCell", "LSTMCell",
     "relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "softmax", "log_softmax",
 ]
