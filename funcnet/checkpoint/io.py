@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from funcnet import architecture as arch
 from funcnet.checkpoint import format as fmt
@@ -230,7 +229,6 @@ def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: An
         raise CheckpointNotFoundError(f"no checkpoint at {directory}{hint}.")
     if storage.is_hidden(directory.name):
         raise CheckpointNotFoundError(f"{directory} is an unfinished save's temporary directory, not a checkpoint.")
-    layout.check_manifest_files(directory)
     manifest = fmt.read_manifest(directory)
     storage.reached("manifest-read", directory)
     saved = manifest["versions"]
@@ -259,16 +257,10 @@ def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: An
         )
     # Every file is read and verified before any value is handed on.
     layout.check_arrays_directory(directory)
-    values = {p: _read_array(directory, entries[p]) for p, _ in targets}
+    values = {p: fmt.read_array(directory, entries[p]) for p, _ in targets}
     leaves = [target_lib.convert(values[p], entries[p], leaf, p, directory) for p, leaf in targets]
     tree = jax.tree_util.tree_unflatten(treedef, leaves)
     metadata = manifest["metadata"]
     if not isinstance(metadata, dict):
         raise CheckpointCorruptError(f"checkpoint {directory}: metadata is not an object.")
     return Restored(tree, metadata, directory, manifest, model)
-
-
-def _read_array(directory: Path, entry: dict) -> np.ndarray:
-    if "file" in entry:  # an entry a migration added carries its value inline
-        layout.check_array_file(directory, entry["file"])
-    return fmt.read_array(directory, entry)

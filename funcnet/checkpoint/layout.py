@@ -50,25 +50,34 @@ def _lstat_mode(path: Path) -> int | None:
         return None
 
 
-def not_regular_file(path: Path) -> str | None:
-    """The kind of entry at ``path`` if it is not a regular file (None if it is one, or is missing).
-
-    Never follows a link and never blocks on a FIFO; a missing entry is left for the reader to report.
-    """
+def _open_if_regular(path: Path) -> tuple[int | None, str | None]:
+    """``(descriptor, None)`` for a regular file at ``path``, else ``(None, its kind)``; ``(None, None)``
+    when it is missing. Never follows a link and never blocks on a FIFO: the opened descriptor itself
+    is checked, so nothing can be swapped in between the check and a read through it."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        return None
+        return None, None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            return kind(stat.S_IFLNK)
-        mode = _lstat_mode(path)  # a socket (ENXIO), or a permission error the reader will report
-        return None if mode is None or stat.S_ISREG(mode) else kind(mode)
-    try:
-        mode = os.fstat(fd).st_mode
-    finally:
+            return None, kind(stat.S_IFLNK)
+        mode = _lstat_mode(path)  # a socket (ENXIO), or a permission error the reader reports
+        if mode is None or stat.S_ISREG(mode):
+            raise
+        return None, kind(mode)
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return fd, None
+    os.close(fd)
+    return None, kind(mode)
+
+
+def not_regular_file(path: Path) -> str | None:
+    """The kind of entry at ``path`` if it is not a regular file (None if it is one, or is missing)."""
+    fd, what = _open_if_regular(path)
+    if fd is not None:
         os.close(fd)
-    return None if stat.S_ISREG(mode) else kind(mode)
+    return what
 
 
 def not_real_directory(path: Path) -> str | None:
@@ -84,18 +93,6 @@ def _refused(directory: Path, name: str, what: str) -> CheckpointCorruptError:
         "directories inside a checkpoint and never follows links; replace it with the file itself.")
 
 
-def check_manifest_files(directory: Path) -> None:
-    """Refuses a checkpoint whose manifest files are links, FIFOs or other non-regular files.
-
-    Raises:
-        CheckpointCorruptError: naming the entry and its kind.
-    """
-    for name in MANIFEST_FILES:
-        what = not_regular_file(directory / name)
-        if what is not None:
-            raise _refused(directory, name, what)
-
-
 def check_arrays_directory(directory: Path) -> None:
     """Refuses a checkpoint whose ``arrays/`` is a link or not a directory (a missing one is left for the
     reader to report).
@@ -109,43 +106,20 @@ def check_arrays_directory(directory: Path) -> None:
 
 
 def open_regular(directory: Path, name: str) -> BinaryIO:
-    """Opens ``directory / name`` for reading if it is a regular file: never follows a link, never
-    blocks on a FIFO, and checks the opened descriptor itself, so nothing can be swapped in between
-    the check and the read.
+    """Opens ``directory / name`` for reading if it is a regular file, without following a link or
+    blocking on a FIFO; the read goes through the descriptor that was checked.
 
     Raises:
         FileNotFoundError: the entry is missing (the reader names it).
         CheckpointCorruptError: the entry is a link, a FIFO or another non-regular file, naming its kind.
     """
-    path = directory / name
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise _refused(directory, name, kind(stat.S_IFLNK)) from None
-        mode = _lstat_mode(path)  # a socket (ENXIO), or a permission error
-        if mode is not None and not stat.S_ISREG(mode):
-            raise _refused(directory, name, kind(mode)) from None
-        raise
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise _refused(directory, name, kind(mode))
+    fd, what = _open_if_regular(directory / name)
+    if what is not None:
+        raise _refused(directory, name, what)
+    if fd is None:
+        raise FileNotFoundError(directory / name)
     return os.fdopen(fd, "rb")
 
-
-def check_array_file(directory: Path, file: str) -> None:
-    """Refuses an array file (``arrays/NNNNNN.bin``) that is not a regular file; call
-    :func:`check_arrays_directory` first.
-
-    Raises:
-        CheckpointCorruptError: naming the entry and its kind.
-    """
-    what = not_regular_file(directory / file)
-    if what is not None:
-        raise _refused(directory, file, what)
 
 
 def why_not_replaceable(path: Path) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import io, layout, storage
+from funcnet.checkpoint import io, storage
 from funcnet.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -93,7 +93,6 @@ class CheckpointManager:
 
     def metrics(self, step: int) -> dict[str, Any]:
         """The metrics saved with ``step`` (read from its verified manifest)."""
-        layout.check_manifest_files(self.path(step))
         metrics = fmt.read_manifest(self.path(step))["metadata"].get("metrics") or {}
         return metrics if isinstance(metrics, dict) else {}
 
