@@ -74,7 +74,8 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], return_sequences: 
         final = spec((None, cell.units), x_spec.dtype)
         out = sequence if return_sequences else final
         if return_state:
-            out = (out, (final, final) if cell.kind == "LSTMCell" else final)
+            # The state's structure is zero_state's: h, or (h, c) for an LSTM.
+            out = (out, jax.tree.map(lambda h: spec(h.shape, h.dtype), zero_state(cell, 1, x_spec.dtype)))
         return out, params, {}
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
