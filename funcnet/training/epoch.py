@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -58,8 +58,8 @@ class DeviceSteps:
     data: tuple
     order: Any
     step_root: Key
-    chunk: int = 1
-    refresh_every_call: bool = False
+    chunk: ClassVar[int] = 1
+    refresh_every_call: ClassVar[bool] = False
 
     def advance(self, carry: Carry, count: int) -> Carry:
         """Runs the next ``count`` steps."""
@@ -78,7 +78,7 @@ class DeviceScan:
     order: Any
     step_root: Key
     chunk: int
-    refresh_every_call: bool = True
+    refresh_every_call: ClassVar[bool] = True
 
     def advance(self, carry: Carry, count: int) -> Carry:
         """Runs the next ``count`` steps in one compiled call."""
@@ -93,8 +93,8 @@ class HostSteps:
     step: Callable
     batches: Iterator[tuple]
     step_root: Key
-    chunk: int = 1
-    refresh_every_call: bool = False
+    chunk: ClassVar[int] = 1
+    refresh_every_call: ClassVar[bool] = False
 
     def advance(self, carry: Carry, count: int) -> Carry:
         """Runs the next ``count`` steps."""
