@@ -32,6 +32,7 @@ from funcnet.core import (
     spec,
     spec_of,
 )
+from funcnet.generate import generate
 from funcnet.layers import *
 from funcnet.model import count_params, predict_fn, summary
 from funcnet.tied import tied
@@ -62,7 +63,7 @@ __all__ = [  # noqa: PLE0604 (layers.__all__ is a list of names)
     "serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
     "FanInConcat", "tied",
     # whole models
-    "predict_fn", "summary", "count_params", "penalty",
+    "predict_fn", "summary", "count_params", "penalty", "generate",
     # training (more in funcnet.training, funcnet.losses, funcnet.metrics)
     "fit", "evaluate", "predict", "make_train_step", "make_eval_step", "TrainState", "FitResult",
     "NonFiniteError", "Callback", "EarlyStopping", "KeepBest", "EpochHook", "plot_history",

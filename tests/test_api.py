@@ -12,7 +12,7 @@ PUBLIC = sorted("""
 Layer LayerError ShapeError InputTypeError ParamsError MissingKeyError MissingInputError
 spec spec_of as_spec
 serial Sequential parallel branch residual named with_context FanOut FanInSum FanInConcat tied
-predict_fn summary count_params penalty
+predict_fn summary count_params penalty generate
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history
 architecture checkpoint data layers losses metrics training
