@@ -138,15 +138,15 @@ def test_a_model_without_a_decoding_layer_is_refused():
 
 
 @pytest.mark.parametrize(("prompt", "steps", "options", "message"), [
-    (np.zeros((2, 3), np.float32), 2, {}, r"`prompt` must be int token ids of shape \(batch, prompt_length\), "
-                                          r"got float32 of shape \(2, 3\)"),
+    (np.zeros((2, 3), np.float32), 2, {}, (r"`prompt` must be int token ids of shape \(batch, prompt_length\), "
+                                          r"got float32 of shape \(2, 3\)")),
     (np.zeros((3,), np.int32), 2, {}, r"got int32 of shape \(3,\); for one sequence use prompt\[None\]"),
     (np.zeros((2, 0), np.int32), 2, {}, "at least one token"),
     (np.zeros((2, 3), np.int32), -1, {}, r"`steps` must be a non-negative int .*got -1"),
     (np.zeros((2, 3), np.int32), 2, {"temperature": -1.0}, r"`temperature` must be a number >= 0"),
     (np.zeros((2, 3), np.int32), 2, {"top_k": 0}, r"`top_k` must be a positive int or None, got 0"),
-    (np.zeros((2, 3), np.int32), 2, {"top_k": VOCAB + 1}, rf"`top_k` \({VOCAB + 1}\) exceeds the vocabulary size "
-                                                          rf"\({VOCAB}\)"),
+    (np.zeros((2, 3), np.int32), 2, {"top_k": VOCAB + 1}, (rf"`top_k` \({VOCAB + 1}\) exceeds the vocabulary size "
+                                                          rf"\({VOCAB}\)")),
 ])
 def test_argument_errors(trained, prompt, steps, options, message):
     model, params, state, _ = trained
