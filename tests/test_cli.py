@@ -14,12 +14,12 @@ from funcnet import cli
 def test_python_dash_m_funcnet_shows_the_train_command():
     out = subprocess.run([sys.executable, "-m", "funcnet", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for option in ("--model {cnn,mlp}", "--epochs", "--batch-size", "--lr", "--data-dir", "--out", "--seed"):
+    for option in ("--model {cnn,lstm,mlp}", "--epochs", "--batch-size", "--lr", "--data-dir", "--out", "--seed"):
         assert option in out.stdout
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "mnist", "--model", "rnn"], r"invalid choice: 'rnn' \(choose from 'cnn', 'mlp'\)"),
+    (["train", "mnist", "--model", "rnn"], r"invalid choice: 'rnn' \(choose from 'cnn', 'lstm', 'mlp'\)"),
     (["train", "mnist", "--epochs", "0"], r"--epochs: must be a positive integer, got 0"),
     (["train", "mnist", "--lr", "-1"], r"--lr: must be a positive number, got -1"),
     (["train"], r"the following arguments are required: dataset"),
@@ -54,7 +54,7 @@ def test_unknown_data_set_suggests_a_name(tmp_path, capsys):
 def test_recipes_build_for_any_image_shape(name):
     import jax
 
-    model = cli.build_model(name, num_classes=7)
     for shape in ((None, 28, 28, 1), (None, 32, 32, 3)):
+        model = cli.build_model(name, num_classes=7, image_shape=shape[1:])
         out_shape, _, _ = model.init(jax.random.key(0), shape)
         assert out_shape == fn.spec((None, 7))
