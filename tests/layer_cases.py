@@ -69,8 +69,9 @@ BASIC = [
     LayerCase("log_softmax", lambda: fn.LogSoftmax(), (3, 7), lambda p, s, x: np.log(ref.softmax(x, -1))),
 ]
 
+from tests.cases_attention import ATTENTION
 from tests.cases_recurrent import RECURRENT
 from tests.cases_spatial import SPATIAL
 
 #: Every case; other modules' cases are appended here as the catalogue grows.
-CASES: list[LayerCase] = [*BASIC, *SPATIAL, *RECURRENT]
+CASES: list[LayerCase] = [*BASIC, *SPATIAL, *RECURRENT, *ATTENTION]

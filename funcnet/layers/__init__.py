@@ -34,6 +34,8 @@ from funcnet.layers.dense import Dense
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
 from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm
+from funcnet.layers.attention import MultiHeadAttention
+from funcnet.layers.positional import PositionalEmbedding, SinusoidalEncoding
 from funcnet.layers.pooling import (
     AvgPool1D,
     AvgPool2D,
@@ -57,7 +59,8 @@ LAYERS = {
                   MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D,
                   GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding,
-                  RNN, SimpleRNN, GRU, LSTM)
+                  RNN, SimpleRNN, GRU, LSTM,
+                  MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding)
 }
 
 __all__ = [  # noqa: PLE0604 (LAYERS holds the layer constructors' names)

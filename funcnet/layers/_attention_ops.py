@@ -1,0 +1,83 @@
+"""The arithmetic of :func:`funcnet.layers.attention.MultiHeadAttention`: masks and scaled dot-product attention.
+
+Shapes use ``N`` batch, ``T`` query steps, ``S`` key steps, ``H`` query heads, ``K`` key/value heads
+(``H % K == 0``; query head ``h`` reads key/value head ``h // (H // K)``, as ``jax.nn.dot_product_attention``
+groups them) and ``D`` the size of a head.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.core import Array, Key
+
+
+def combined_mask(query_positions: Array, key_positions: Array, *, causal: bool,
+                  padding: Array | None) -> Array | None:
+    """The bool mask ``(N or 1, 1, T, S)`` of the pairs that may attend (True), or None for all.
+
+    Args:
+        query_positions: ``(T,)`` int, each query's position in the sequence.
+        key_positions: ``(S,)`` int, each key's position.
+        causal: whether a query may attend only to keys at its position or before.
+        padding: the user's bool mask, ``(N, S)`` (keys) or ``(N, T, S)``, or None.
+    """
+    mask = None
+    if causal:
+        mask = (key_positions[None, :] <= query_positions[:, None])[None, None]
+    if padding is not None:
+        user = padding[:, None, None, :] if padding.ndim == 2 else padding[:, None]
+        mask = user if mask is None else mask & user
+    return mask
+
+
+def _attend_explicit(q: Array, k: Array, v: Array, bias: Array | None, mask: Array | None, *,
+                     rate: float, key: Key | None) -> Array:
+    """Softmax attention written out, with dropout on the weights when ``key`` is given.
+
+    The logits and the softmax are in at least float32 (float64 stays float64); masked logits are the
+    dtype's most negative number rather than -inf, so an all-masked row stays finite (the caller zeroes it).
+    """
+    groups = q.shape[2] // k.shape[2]
+    compute = jnp.promote_types(q.dtype, jnp.float32)
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
+    logits = jnp.einsum("nthd,nshd->nhts", q.astype(compute), k.astype(compute)) / jnp.sqrt(q.shape[-1]).astype(compute)
+    if bias is not None:
+        logits = logits + bias.astype(compute)
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(compute).min)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if key is not None:
+        keep = jax.random.bernoulli(key, 1.0 - rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - rate), 0)
+    return jnp.einsum("nhts,nshd->nthd", weights.astype(v.dtype), v)
+
+
+def attend(q: Array, k: Array, v: Array, *, bias: Array | None, mask: Array | None, rate: float = 0.0,
+           key: Key | None = None) -> Array:
+    """Scaled dot-product attention ``softmax(q k^T / sqrt(D) + bias) v`` per head, masked rows zero.
+
+    Args:
+        q: ``(N, T, H, D)``; k: ``(N, S, K, D)``; v: ``(N, S, K, Dv)``.
+        bias: added to the logits, broadcastable to ``(N, H, T, S)``, or None.
+        mask: bool, broadcastable to ``(N, 1, T, S)``, True where a query may attend; or None.
+        rate, key: dropout on the attention weights, applied when ``key`` is not None.
+
+    Returns:
+        ``(N, T, H, Dv)``. A query row whose keys are all masked gives zeros.
+
+    ``jax.nn.dot_product_attention`` does the work where it can: float32 and lower inputs, ``Dv == D``, no
+    dropout. Otherwise (dropout, ``Dv != D``, or float64, which it would round to float32 for the softmax)
+    the same equations are written out here.
+    """
+    explicit = key is not None or v.shape[-1] != q.shape[-1] or jnp.promote_types(q.dtype, jnp.float32) != jnp.float32
+    if explicit:
+        out = _attend_explicit(q, k, v, bias, mask, rate=rate, key=key)
+    else:
+        out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+    if mask is None:
+        return out
+    # dot_product_attention gives an all-masked row the mean of every value: make it zeros instead.
+    has_key = jnp.swapaxes(jnp.any(mask, axis=-1), 1, 2)[..., None]  # (N or 1, T, 1, 1)
+    return jnp.where(has_key, out, jnp.zeros((), out.dtype))
