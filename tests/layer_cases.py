@@ -72,6 +72,7 @@ BASIC = [
 from tests.cases_attention import ATTENTION
 from tests.cases_recurrent import RECURRENT
 from tests.cases_spatial import SPATIAL
+from tests.cases_transformer import TRANSFORMER
 
 #: Every case; other modules' cases are appended here as the catalogue grows.
-CASES: list[LayerCase] = [*BASIC, *SPATIAL, *RECURRENT, *ATTENTION]
+CASES: list[LayerCase] = [*BASIC, *SPATIAL, *RECURRENT, *ATTENTION, *TRANSFORMER]

@@ -49,6 +49,7 @@ from funcnet.layers.pooling import (
 from funcnet.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from funcnet.layers.recurrent_cells import GRUCell, LSTMCell, SimpleRNNCell
 from funcnet.layers.reshape import Flatten, Identity, Reshape
+from funcnet.layers.transformer import TransformerDecoderBlock, TransformerEncoderBlock
 
 #: Every layer constructor, by kind; the test registry must cover each one.
 LAYERS = {
@@ -60,7 +61,8 @@ LAYERS = {
                   GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding,
                   RNN, SimpleRNN, GRU, LSTM,
-                  MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding)
+                  MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding,
+                  TransformerEncoderBlock, TransformerDecoderBlock)
 }
 
 __all__ = [  # noqa: PLE0604 (LAYERS holds the layer constructors' names)
