@@ -27,4 +27,6 @@ ATTENTION = [
               lambda params, s, x: x + params["embeddings"][None, :x.shape[1]]),
     LayerCase("sinusoidal_encoding", lambda: fn.SinusoidalEncoding(base=100.0), (2, 5, 5),
               lambda params, s, x: x + ref.sinusoid(np.arange(x.shape[1]), x.shape[-1], 100.0)[None]),
+    LayerCase("rms_norm", lambda: fn.RMSNorm(), (3, 4), ref.rms_norm),
+    LayerCase("rms_norm_rank4_epsilon", lambda: fn.RMSNorm(epsilon=0.5), (2, 3, 2, 5), p(ref.rms_norm, epsilon=0.5)),
 ]

@@ -23,7 +23,7 @@ Conv1D Conv2D Conv3D ConvTranspose1D ConvTranspose2D ConvTranspose3D
 MaxPool1D MaxPool2D MaxPool3D AvgPool1D AvgPool2D AvgPool3D GlobalAvgPool GlobalMaxPool
 BatchNorm LayerNorm GroupNorm Embedding set_lowering
 RNN SimpleRNN GRU LSTM SimpleRNNCell GRUCell LSTMCell
-MultiHeadAttention PositionalEmbedding SinusoidalEncoding TransformerEncoderBlock TransformerDecoderBlock
+RMSNorm MultiHeadAttention PositionalEmbedding SinusoidalEncoding TransformerEncoderBlock TransformerDecoderBlock
 """.split())  # noqa: SIM905 (one line per group reads better than a list)
 
 MODULES = ["funcnet", "funcnet.layers", "funcnet.losses", "funcnet.metrics", "funcnet.training", "funcnet.data",

@@ -33,7 +33,7 @@ from funcnet.layers.conv import (
 from funcnet.layers.dense import Dense
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
-from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm
+from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
 from funcnet.layers.attention import MultiHeadAttention
 from funcnet.layers.positional import PositionalEmbedding, SinusoidalEncoding
 from funcnet.layers.pooling import (
@@ -61,7 +61,7 @@ LAYERS = {
                   GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding,
                   RNN, SimpleRNN, GRU, LSTM,
-                  MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding,
+                  RMSNorm, MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding,
                   TransformerEncoderBlock, TransformerDecoderBlock)
 }
 

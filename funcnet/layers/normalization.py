@@ -1,8 +1,9 @@
-"""Normalisation layers: BatchNorm, LayerNorm and GroupNorm, over channels-last inputs.
+"""Normalisation layers: BatchNorm, LayerNorm, GroupNorm and RMSNorm, over channels-last inputs.
 
 Each standardises its input, ``(x - mean) / sqrt(var + epsilon)`` with the biased variance
-(the mean of squared deviations), then applies a learned per-channel ``scale`` and ``bias``. The
-statistics are computed in at least float32, and the output has the input's dtype.
+(the mean of squared deviations), then applies a learned per-channel ``scale`` and ``bias``; RMSNorm
+divides by the root mean square instead and has only a ``scale``. The statistics are computed in
+at least float32, and the output has the input's dtype.
 """
 
 from __future__ import annotations
@@ -287,3 +288,44 @@ def GroupNorm(groups: int = 32, epsilon: float = 1e-5, use_scale: bool = True,
 
     config = {"groups": groups, "epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
     return Layer(init, apply, "GroupNorm", config, (), name)
+
+
+@partial(jax.jit, static_argnames=("epsilon",))
+def _rms_normalize(x: Array, scale: Array, *, epsilon: float) -> Array:
+    """``x / sqrt(mean(x**2) + epsilon) * scale`` over the last axis, in at least float32, returned in x's dtype."""
+    xc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    y = xc * jax.lax.rsqrt(jnp.mean(jnp.square(xc), axis=-1, keepdims=True) + epsilon)
+    return (y * scale.astype(y.dtype)).astype(x.dtype)
+
+
+def RMSNorm(*, epsilon: float = 1e-6, name: str | None = None) -> Layer:
+    """Root-mean-square normalisation (Zhang and Sennrich 2019): ``y = x / sqrt(mean(x**2) + epsilon) * scale``.
+
+    The mean is over the last axis (the features) of each position; unlike LayerNorm nothing is
+    subtracted and there is no bias. Statistics are computed in at least float32; the output has the
+    input's dtype.
+
+    Args:
+        epsilon: added to the mean square, > 0.
+        name: this layer's name in an enclosing model.
+
+    Shapes:
+        ``(N, ..., C) -> (N, ..., C)``, rank 2 or more.
+
+    Params:
+        ``{"scale": (C,)}``, initialised to ones. No state.
+    """
+    _check_config("RMSNorm", epsilon)
+
+    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
+        del key, context
+        x_spec = array_spec(input_spec, dtype=jnp.floating)
+        return x_spec, _affine_params(("scale",), _channels("RMSNorm", x_spec.shape)), {}
+
+    def apply(params: Params, state: State, x: Array, *, key: Key | None = None,
+              train: bool = False, context: Context | None = None) -> tuple[Array, State]:
+        del key, train, context
+        scale, _ = _check_apply("RMSNorm", params, ("scale",), x)
+        return _rms_normalize(x, scale, epsilon=epsilon), state
+
+    return Layer(init, apply, "RMSNorm", {"epsilon": epsilon}, (), name)
