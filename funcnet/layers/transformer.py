@@ -40,12 +40,7 @@ from funcnet.layers.activations import resolve_activation
 from funcnet.layers.attention import MultiHeadAttention
 from funcnet.layers.dense import Dense
 from funcnet.layers.dropout import Dropout
-from funcnet.layers.normalization import LayerNorm
-
-try:  # TEMP until attn's RMSNorm lands
-    from funcnet.layers.normalization import RMSNorm
-except ImportError:
-    RMSNorm = None
+from funcnet.layers.normalization import LayerNorm, RMSNorm
 
 NORMS = {"layer": LayerNorm, "rms": RMSNorm}
 
