@@ -74,7 +74,8 @@ def build_model(name: str, num_classes: int, image_shape: Sequence[int] | None =
         )
     if name == "lstm":
         if image_shape is None or len(image_shape) != 3:
-            raise ValueError(f"the lstm recipe reads images (H, W, C) row by row: give image_shape, got {image_shape!r}.")
+            raise ValueError(f"the lstm recipe reads images (H, W, C) row by row: give image_shape, got "
+                             f"{image_shape!r}.")
         rows, width, channels = image_shape
         return fn.serial(fn.Reshape((rows, width * channels)),                # (N, H steps, W * C features)
                          fn.LSTM(128), fn.Dense(num_classes))
