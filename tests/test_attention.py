@@ -285,8 +285,8 @@ def test_a_model_of_the_new_layers_round_trips_through_a_checkpoint_without_its_
 
 def test_params_of_another_configuration_are_a_params_error():
     _, params, _ = fn.MultiHeadAttention(2, 2).init(jax.random.key(0), (None, 3, 4))
-    with pytest.raises(fn.ParamsError, match=r"params\['query'\] have shapes \[\(4, 2, 2\), \(2, 2\)\] for \['w', 'b'\], "
-                                             r"but this layer's query heads are \(4, 2\)"):
+    with pytest.raises(fn.ParamsError, match=r"params\['query'\] have shapes \[\(4, 2, 2\), \(2, 2\)\] for "
+                                             r"\['w', 'b'\], but this layer's query heads are \(4, 2\)"):
         fn.MultiHeadAttention(4, 2).apply(params, {}, jnp.ones((2, 3, 4)))
     with pytest.raises(fn.ShapeError, match=r"was built for inputs of shape \(N, N, 4\) \(params\['query'\]\['w'\] has "
                                             r"shape \(4, 2, 2\)\), got \(2, 3, 5\)"):
