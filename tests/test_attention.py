@@ -258,3 +258,36 @@ def test_bad_side_inputs_at_init():
     with pytest.raises(fn.ShapeError, match=r"the side input 'b' \(its bias\) must have 4 axes broadcastable to "
                                             r"\(N, 2, 3, 3\), .* got \(N, 3, 3, 3\)"):
         fn.MultiHeadAttention(2, 2, bias="b").init(jax.random.key(0), x, context={"b": fn.spec((None, 3, 3, 3))})
+
+
+def test_a_model_of_the_new_layers_round_trips_through_a_checkpoint_without_its_code(tmp_path):
+    from funcnet import architecture as arch
+    from funcnet import checkpoint as ck
+
+    model = fn.with_context(fn.serial(
+        fn.Dense(8, rank=3), fn.PositionalEmbedding(6), fn.SinusoidalEncoding(base=50.0), fn.RMSNorm(epsilon=1e-5),
+        fn.MultiHeadAttention(4, 2, num_kv_heads=2, causal=True, rotary=True, mask="padding_mask", value_size=3,
+                              out_features=5, dropout=0.1, use_bias=False, rotary_base=500.0),
+    ), "padding_mask")
+    spec = {"x": fn.spec((None, 4, 3)), "padding_mask": fn.spec((None, 4), bool)}
+    params, state = random_params(model, spec)
+    ck.save(tmp_path / "c", {"params": params, "state": state}, model=model, input_shape=spec)
+    restored = ck.restore(tmp_path / "c")
+    assert arch.describe(restored.model) == arch.describe(model) and restored.model is not model
+    batch = {"x": np.random.default_rng(6).standard_normal((2, 4, 3)).astype(np.float32), "padding_mask": PADDING}
+    for train in (False, True):
+        want, _ = jax.jit(model.apply, static_argnames="train")(params, state, batch, train=train,
+                                                                key=jax.random.key(1))
+        got, _ = jax.jit(restored.model.apply, static_argnames="train")(
+            restored.tree["params"], restored.tree["state"], batch, train=train, key=jax.random.key(1))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_params_of_another_configuration_are_a_params_error():
+    _, params, _ = fn.MultiHeadAttention(2, 2).init(jax.random.key(0), (None, 3, 4))
+    with pytest.raises(fn.ParamsError, match=r"params\['query'\] have shapes \[\(4, 2, 2\), \(2, 2\)\] for "
+                                             r"\['w', 'b'\], but this layer's query heads are \(4, 2\)"):
+        fn.MultiHeadAttention(4, 2).apply(params, {}, jnp.ones((2, 3, 4)))
+    with pytest.raises(fn.ShapeError, match=r"was built for inputs of shape \(N, N, 4\) \(params\['query'\]\['w'\] has "
+                                            r"shape \(4, 2, 2\)\), got \(2, 3, 5\)"):
+        fn.MultiHeadAttention(2, 2).apply(params, {}, jnp.ones((2, 3, 5)))

@@ -22,6 +22,7 @@ from funcnet.layers.activations import (
     softmax,
     tanh,
 )
+from funcnet.layers.attention import MultiHeadAttention
 from funcnet.layers.conv import (
     Conv1D,
     Conv2D,
@@ -34,8 +35,6 @@ from funcnet.layers.dense import Dense
 from funcnet.layers.dropout import Dropout
 from funcnet.layers.embedding import Embedding
 from funcnet.layers.normalization import BatchNorm, GroupNorm, LayerNorm, RMSNorm
-from funcnet.layers.attention import MultiHeadAttention
-from funcnet.layers.positional import PositionalEmbedding, SinusoidalEncoding
 from funcnet.layers.pooling import (
     AvgPool1D,
     AvgPool2D,
@@ -46,6 +45,7 @@ from funcnet.layers.pooling import (
     MaxPool2D,
     MaxPool3D,
 )
+from funcnet.layers.positional import PositionalEmbedding, SinusoidalEncoding
 from funcnet.layers.recurrent import GRU, LSTM, RNN, SimpleRNN
 from funcnet.layers.recurrent_cells import GRUCell, LSTMCell, SimpleRNNCell
 from funcnet.layers.reshape import Flatten, Identity, Reshape

@@ -55,7 +55,7 @@ def _attend_explicit(q: Array, k: Array, v: Array, bias: Array | None, mask: Arr
 
 
 def attend(q: Array, k: Array, v: Array, *, bias: Array | None, mask: Array | None, rate: float = 0.0,
-           key: Key | None = None) -> Array:
+           key: Key | None = None, rows_may_be_empty: bool = True) -> Array:
     """Scaled dot-product attention ``softmax(q k^T / sqrt(D) + bias) v`` per head, masked rows zero.
 
     Args:
@@ -63,6 +63,8 @@ def attend(q: Array, k: Array, v: Array, *, bias: Array | None, mask: Array | No
         bias: added to the logits, broadcastable to ``(N, H, T, S)``, or None.
         mask: bool, broadcastable to ``(N, 1, T, S)``, True where a query may attend; or None.
         rate, key: dropout on the attention weights, applied when ``key`` is not None.
+        rows_may_be_empty: False when every query keeps a key (a causal mask alone always keeps key 0),
+            which skips the zeroing of all-masked rows.
 
     Returns:
         ``(N, T, H, Dv)``. A query row whose keys are all masked gives zeros.
@@ -76,7 +78,7 @@ def attend(q: Array, k: Array, v: Array, *, bias: Array | None, mask: Array | No
         out = _attend_explicit(q, k, v, bias, mask, rate=rate, key=key)
     else:
         out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
-    if mask is None:
+    if mask is None or not rows_may_be_empty:
         return out
     # dot_product_attention gives an all-masked row the mean of every value: make it zeros instead.
     has_key = jnp.swapaxes(jnp.any(mask, axis=-1), 1, 2)[..., None]  # (N or 1, T, 1, 1)

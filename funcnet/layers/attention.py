@@ -290,8 +290,9 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
             raise MissingKeyError(f"{_KIND} with dropout={dropout} and train=True needs a random key, got key=None.",
                                   hint="pass key=jax.random.key(seed) to apply (fit and the train step do this).")
         attention_mask = combined_mask(q_positions, k_positions, causal=causal, padding=padding)
+        # Only the user's mask can leave a query without keys: a causal one always keeps position 0.
         heads = attend(q, k, v, bias=extra, mask=attention_mask, rate=dropout,
-                       key=key if dropout > 0 and train else None)
+                       key=key if dropout > 0 and train else None, rows_may_be_empty=padding is not None)
         out_weights = get_params(parts["output"], names)
         y = jnp.einsum("nthd,hdo->nto", heads, as_compute(out_weights[0], heads))
         if use_bias:

@@ -18,8 +18,8 @@ from funcnet.core import (
     Context,
     Key,
     Layer,
-    ShapeError,
     Params,
+    ShapeError,
     State,
     array_spec,
     check_floating,
@@ -33,10 +33,14 @@ from funcnet.core import (
 normal = jax.nn.initializers.normal(stddev=0.02)
 
 
+def start_position(context: Context | None) -> Array:
+    """The position of an input's first step, int32: 0, or ``t`` in decode mode (``context["decode"]``)."""
+    return jnp.asarray(0 if context is None or "decode" not in context else context["decode"], jnp.int32)
+
+
 def positions(context: Context | None, steps: int) -> Array:
     """The positions ``(steps,)`` int32 of an input's steps: ``0 ..``, or ``t ..`` in decode mode."""
-    start = 0 if context is None or "decode" not in context else context["decode"]
-    return jnp.asarray(start, jnp.int32) + jnp.arange(steps, dtype=jnp.int32)
+    return start_position(context) + jnp.arange(steps, dtype=jnp.int32)
 
 
 def _decode_length(context: Context | None) -> int | None:
@@ -99,7 +103,8 @@ def PositionalEmbedding(max_length: int, *, name: str | None = None) -> Layer:
         ``{"embeddings": (max_length, C)}``, normal with standard deviation 0.02.
 
     Decode mode:
-        An input of ``L`` steps at ``context={"decode": t}`` adds rows ``t .. t+L-1``.
+        An input of ``L`` steps at ``context={"decode": t}`` adds rows ``t .. t+L-1`` (``t + L <= max_length``:
+        a traced ``t`` cannot be checked, and ``jax.lax.dynamic_slice`` would clamp it).
     """
     check_positive(max_length, "max_length", "PositionalEmbedding")
 
@@ -124,7 +129,7 @@ def PositionalEmbedding(max_length: int, *, name: str | None = None) -> Layer:
         if x.shape[1] > table.shape[0]:
             raise ShapeError(f"PositionalEmbedding has {table.shape[0]} positions, got an input of "
                              f"{x.shape[1]} steps {format_shape(tuple(x.shape))}.")
-        rows = jax.lax.dynamic_slice_in_dim(table, positions(context, 1)[0], x.shape[1], axis=0)
+        rows = jax.lax.dynamic_slice_in_dim(table, start_position(context), x.shape[1], axis=0)
         return x + rows.astype(x.dtype)[None], state
 
     return Layer(init, apply, "PositionalEmbedding", {"max_length": max_length}, (), name)
