@@ -17,7 +17,7 @@ mistake costs seconds, not a training run. Each error is one line on stderr that
 
 The recipes (Adam, a short linear warm-up then cosine decay of the learning rate) were chosen to
 train MNIST comfortably past 97.5% (MLP) and 98.8% (CNN) test accuracy in a minute or two on two
-CPU cores, and 98.5% (LSTM over the image rows) in about ten. The CNN uses strided convolutions
+CPU cores, and 98.5% (LSTM over the image rows, 98.8% measured) in about three. The CNN uses strided convolutions
 rather than max pooling: the same accuracy for a fraction of the compute on a CPU.
 """
 
