@@ -201,8 +201,8 @@ def test_decode_errors_name_the_fix():
     with pytest.raises(fn.LayerError, match=r"causal=False cannot decode.*\nHint: build it with causal=True"):
         fn.MultiHeadAttention(2, 2).init(jax.random.key(0), fn.spec((None, 1, 4)), context=decode)
     cross = {"query": fn.spec((None, 1, 4)), "key": fn.spec((None, 3, 4))}
-    with pytest.raises(fn.LayerError, match=r"decodes only as self-attention"):
-        fn.MultiHeadAttention(2, 2, causal=True).init(jax.random.key(0), cross, context=decode)
+    _, _, no_cache = fn.MultiHeadAttention(2, 2).init(jax.random.key(0), cross, context=decode)
+    assert no_cache == {}  # cross-attention's keys are all there: it decodes without a cache
     layer = fn.MultiHeadAttention(2, 2, causal=True)
     _, params, state = layer.init(jax.random.key(0), fn.spec((None, 1, 4)), context=decode)
     with pytest.raises(fn.ShapeError, match=r"decoding 2 step\(s\) at position 3 needs positions 3 .. 4, but the "

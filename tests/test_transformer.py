@@ -53,7 +53,7 @@ def test_encoder_with_a_padding_mask_side_input_matches_the_reference():
 
 
 def decoder_with_memory():
-    block = fn.TransformerDecoderBlock(2, 8, key_size=3)
+    block = fn.with_context(fn.TransformerDecoderBlock(2, 8, key_size=3, memory="memory"), "memory")
     input_spec = {"x": fn.spec((None, 4, 6)), "memory": fn.spec((None, 3, 5))}
     params, state = random_params(block, input_spec)
     rng = np.random.default_rng(2)
@@ -76,6 +76,19 @@ def test_decoder_with_memory_matches_the_reference():
         second, _ = plain.apply(plain_params, {}, jnp.asarray(moved))
     np.testing.assert_allclose(np.asarray(first), ref.decoder_block(plain_params, x), rtol=1e-9, atol=1e-9)
     np.testing.assert_array_equal(np.asarray(first)[:, :-1], np.asarray(second)[:, :-1])
+
+
+def test_decoder_blocks_with_memory_stack_in_serial():
+    stack = fn.with_context(fn.serial(*(fn.TransformerDecoderBlock(2, 8, key_size=3, memory="memory")
+                                        for _ in range(2))), "memory")
+    params, state = random_params(stack, {"x": fn.spec((None, 4, 6)), "memory": fn.spec((None, 3, 5))})
+    rng = np.random.default_rng(5)
+    x, memory = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 3, 5))
+    with jax.enable_x64(True):
+        y, _ = stack.apply(params, state, {"x": jnp.asarray(x), "memory": jnp.asarray(memory)})
+    first = ref.decoder_block(params["transformerdecoderblock_0"], x, memory)
+    expected = ref.decoder_block(params["transformerdecoderblock_1"], first, memory)
+    np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_decoder_with_memory_gradients_match_central_differences_of_the_reference():
@@ -126,9 +139,24 @@ def test_decode_mode_through_a_block_equals_the_whole_sequence(block):
     assert step._cache_size() == 2  # one compilation per input length
 
 
+def test_decode_mode_with_a_memory_equals_the_whole_sequence():
+    block = fn.TransformerDecoderBlock(2, 8, rotary=True, memory="memory")
+    memory = jax.random.normal(jax.random.key(2), (2, 3, 8))
+    _, params, _ = block.init(jax.random.key(0), (None, 5, 8), context={"memory": fn.spec_of(memory)})
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    whole, _ = block.apply(params, {}, x, context={"memory": memory})
+    _, _, cache = block.init(jax.random.key(0), (None, 5, 8), context={
+        "memory": fn.spec_of(memory), "decode": jax.ShapeDtypeStruct((2, 5), jnp.int32)})
+    outputs = []
+    for t in range(5):
+        y_t, cache = block.apply(params, cache, x[:, t:t + 1], context={"memory": memory, "decode": t})
+        outputs.append(y_t)
+    np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), whole, rtol=1e-5, atol=1e-5)
+
+
 def test_blocks_round_trip_through_the_architecture_json():
-    model = fn.serial(fn.parallel({"x": fn.Dense(6, rank=3), "memory": fn.Identity()}),
-                      fn.TransformerDecoderBlock(3, 10, dropout=0.1, norm="layer", activation="relu", name="decoder"))
+    model = fn.with_context(fn.serial(fn.Dense(6, rank=3), fn.TransformerDecoderBlock(
+        3, 10, dropout=0.1, norm="layer", activation="relu", memory="memory", name="decoder")), "memory")
     input_spec = {"x": fn.spec((None, 4, 5)), "memory": fn.spec((None, 2, 7))}
     rebuilt = arch.from_json(arch.to_json(model, input_spec))
     _, params, state = model.init(jax.random.key(0), input_spec)
@@ -166,12 +194,12 @@ def test_input_errors():
         fn.TransformerEncoderBlock(4, 8).init(jax.random.key(0), (None, 3, 6))
     with pytest.raises(fn.ShapeError, match=r"expects a sequence \(batch, time, features\), got \(N, 6\)"):
         fn.TransformerEncoderBlock(2, 8).init(jax.random.key(0), (None, 6))
-    decoder = fn.TransformerDecoderBlock(2, 8)
-    with pytest.raises(fn.ShapeError, match=r"a dict with keys 'x' and 'memory', got keys \['context', 'x'\]"):
-        decoder.init(jax.random.key(0), {"x": fn.spec((None, 3, 6)), "context": fn.spec((None, 3, 6))})
-    _, params, _ = decoder.init(jax.random.key(0), (None, 3, 6))
-    with pytest.raises(fn.ParamsError, match=r"must have entries \['cross_attention', 'mlp', 'self_attention'\]"):
-        decoder.apply(params, {}, {"x": jnp.ones((1, 3, 6)), "memory": jnp.ones((1, 2, 6))})
+    decoder = fn.TransformerDecoderBlock(2, 8, memory="memory")
+    with pytest.raises(fn.MissingInputError, match=r"reads the side input 'memory', but the context holds none"):
+        decoder.init(jax.random.key(0), (None, 3, 6))
+    _, params, _ = fn.TransformerDecoderBlock(2, 8).init(jax.random.key(0), (None, 3, 6))
+    with pytest.raises(fn.ParamsError, match=r"cross_attention"):
+        decoder.apply(params, {}, jnp.ones((1, 3, 6)), context={"memory": jnp.ones((1, 2, 6))})
 
 
 # ---------------------------------------------------------------------------------------------

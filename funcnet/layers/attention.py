@@ -75,8 +75,14 @@ def _check_config(num_heads: Any, key_size: Any, value_size: Any, out_features: 
                             f"got {value!r}.")
 
 
-def _split_inputs(x: Any) -> tuple[Any, Any, Any, bool]:
-    """``(query, key, value, is_self_attention)`` of an input (specs at init, arrays at apply)."""
+def _split_inputs(x: Any, memory: Any) -> tuple[Any, Any, Any, bool]:
+    """``(query, key, value, is_self_attention)`` of an input and the memory side input (None if not
+    named); specs at init, arrays at apply."""
+    if memory is not None:
+        if not hasattr(x, "shape"):
+            raise ShapeError(f"{_KIND} with a memory side input takes the queries as one array (N, T, C), got "
+                             f"{format_spec(x)}.", hint="the keys and values come from the memory.")
+        return x, memory, memory, False
     if isinstance(x, Mapping):
         unknown = sorted(set(x) - {"query", "key", "value"})
         if unknown or "query" not in x or "key" not in x:
@@ -87,6 +93,15 @@ def _split_inputs(x: Any) -> tuple[Any, Any, Any, bool]:
         raise ShapeError(f"{_KIND} takes one array or a dict of 'query', 'key' (and 'value'), got "
                          f"{format_spec(x)}.", hint=_STRUCTURE_HINT)
     return x, x, x, True
+
+
+def _labels(self_attention: bool, memory: str | None) -> dict[str, str]:
+    """How messages name the query, key and value inputs."""
+    if self_attention:
+        return {"query": "x", "key": "x", "value": "x"}
+    if memory is not None:
+        return {"query": "x", "key": f"the side input {memory!r}", "value": f"the side input {memory!r}"}
+    return {"query": "x['query']", "key": "x['key']", "value": "x['value']"}
 
 
 def _check_sequence(shape: tuple, name: str) -> None:
@@ -127,7 +142,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
                        out_features: int | None = None, num_kv_heads: int | None = None, dropout: float = 0.0,
                        causal: bool = False, use_bias: bool = True, rotary: bool = False,
                        rotary_base: float = 10000.0, mask: str | None = None, bias: str | None = None,
-                       name: str | None = None) -> Layer:
+                       memory: str | None = None, name: str | None = None) -> Layer:
     """Multi-head scaled dot-product attention, ``softmax(q k^T / sqrt(key_size) + bias) v`` per head.
 
     Queries, keys and values are linear projections of the inputs into ``num_heads`` (queries) and
@@ -154,12 +169,15 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
             True where a query may attend. Combined with ``causal`` by logical and.
         bias: the name of a float side input added to the logits, 4-D and broadcastable to
             ``(N, num_heads, T, S)``. Use ``mask`` to mask: an all ``-inf`` row of bias gives NaN.
+        memory: the name of a side input ``(N, S, Cm)`` to attend to (an encoder's output): then the
+            input is the queries alone and the memory gives the keys and values, so cross-attention
+            layers stack in ``serial`` (see :func:`funcnet.with_context`).
         name: this layer's name in an enclosing model.
 
     Shapes:
         Self-attention: ``(N, T, C) -> (N, T, out_features)``. Cross-attention: a dict
         ``{"query": (N, T, Cq), "key": (N, S, Ck), "value": (N, S, Cv)}`` (value defaults to key)
-        ``-> (N, T, out_features)``.
+        ``-> (N, T, out_features)``; with ``memory``, ``(N, T, Cq) -> (N, T, out_features)``.
 
     Params:
         ``{"query": {"w": (Cq, H, key_size), "b": (H, key_size)}, "key": {"w": (Ck, K, key_size), "b": (K, key_size)},
@@ -172,13 +190,14 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         gives), so the layer's output for it is the output projection's bias.
 
     Decode mode:
-        Self-attention with ``causal=True`` only. ``init(..., context={"decode": ShapeDtypeStruct((B,
-        max_length), int32)})`` makes the state ``{"cache": {"key": (B, max_length, K, key_size), "value":
-        (B, max_length, K, value_size)}}`` (zeros, in the input's dtype). ``apply(..., context={"decode": t})``
-        on ``(B, L, C)`` writes the keys and values of positions ``t .. t+L-1`` into the cache and
-        attends each query to the cached positions up to its own, so a prompt is prefilled with ``t=0``
-        and then one step per call; ``t + L <= max_length`` (checked when ``t`` is a Python int). A mask
-        side input then covers the cache: ``(B, max_length)`` or ``(B, L, max_length)``.
+        Cross-attention needs no cache (its keys are all there): it attends the ``L`` queries at positions ``t
+        ..`` to the whole memory. Self-attention decodes with ``causal=True`` only: ``init(...,
+        context={"decode": ShapeDtypeStruct((B, max_length), int32)})`` makes the state ``{"cache": {"key": (B,
+        max_length, K, key_size), "value": (B, max_length, K, value_size)}}`` (zeros, in the input's dtype).
+        ``apply(..., context={"decode": t})`` on ``(B, L, C)`` writes the keys and values of positions ``t ..
+        t+L-1`` into the cache and attends each query to the cached positions up to its own, so a prompt is
+        prefilled with ``t=0`` and then one step per call; ``t + L <= max_length`` (checked when ``t`` is a
+        Python int). A mask side input then covers the cache: ``(B, max_length)`` or ``(B, L, max_length)``.
 
     Raises:
         ValueError, TypeError: for a bad argument (``num_heads`` not a multiple of ``num_kv_heads``).
@@ -189,7 +208,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
     """
     flags = {"causal": causal, "use_bias": use_bias, "rotary": rotary}
     _check_config(num_heads, key_size, value_size, out_features, num_kv_heads, dropout, flags, rotary_base,
-                  {"mask": mask, "bias": bias})
+                  {"mask": mask, "bias": bias, "memory": memory})
     kv_heads = num_heads if num_kv_heads is None else num_kv_heads
     v_size = key_size if value_size is None else value_size
     names = ("w", "b") if use_bias else ("w",)
@@ -206,8 +225,9 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         return padding, extra
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
-        q_spec, k_spec, v_spec, self_attention = _split_inputs(as_spec(input_spec))
-        label = {"query": "x" if self_attention else "x['query']", "key": "x['key']", "value": "x['value']"}
+        memory_spec = None if memory is None else side_input(context, memory, _KIND)
+        q_spec, k_spec, v_spec, self_attention = _split_inputs(as_spec(input_spec), memory_spec)
+        label = _labels(self_attention, memory)
         specs = {"query": q_spec, "key": k_spec, "value": v_spec}
         for part, s in specs.items():
             array_spec(s, dtype=jnp.floating, name=label[part])
@@ -215,10 +235,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         if k_spec.shape[1] != v_spec.shape[1]:
             raise ShapeError(f"{_KIND}: the key and value must have the same number of steps, got key "
                              f"{format_shape(k_spec.shape)} and value {format_shape(v_spec.shape)}.")
-        cache_size = _decode_cache_size(context)
-        if cache_size is not None and not self_attention:
-            raise LayerError(f"{_KIND} decodes only as self-attention (one input array), got a dict input.",
-                             hint="init and apply without context['decode'] for cross-attention.")
+        cache_size = _decode_cache_size(context) if self_attention else None
         if cache_size is not None and not causal:
             raise LayerError(f"{_KIND} with causal=False cannot decode step by step: a step would need the "
                              "keys of later steps.", hint="build it with causal=True to decode.")
@@ -258,8 +275,9 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
 
     def apply(params: Params, state: State, x: Any, *, key: Key | None = None,
               train: bool = False, context: Context | None = None) -> tuple[Array, State]:
-        q_in, k_in, v_in, self_attention = _split_inputs(x)
-        label = {"query": "x" if self_attention else "x['query']", "key": "x['key']", "value": "x['value']"}
+        memory_in = None if memory is None else side_input(context, memory, _KIND)
+        q_in, k_in, v_in, self_attention = _split_inputs(x, memory_in)
+        label = _labels(self_attention, memory)
         parts = dict(zip(_PROJECTIONS, get_params(params, _PROJECTIONS), strict=True))
         q = project(parts["query"], "query", q_in, label["query"])
         k = project(parts["key"], "key", k_in, label["key"])
@@ -270,16 +288,19 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         q_positions = jnp.arange(q.shape[1], dtype=jnp.int32)
         k_positions = jnp.arange(k.shape[1], dtype=jnp.int32)
         new_state = state
-        if decoding:
-            if not self_attention or not causal:
-                raise LayerError(f"{_KIND} decodes only as causal self-attention (causal=True, one input array).",
+        if decoding and not self_attention:
+            # The memory is whole: only the queries' positions move.
+            q_positions = q_positions + jnp.asarray(context["decode"], jnp.int32)
+        elif decoding:
+            if not causal:
+                raise LayerError(f"{_KIND} decodes only as causal self-attention (causal=True).",
                                  hint="build it with causal=True, and init it with context['decode'] too.")
             start = _decode_start(context["decode"], q.shape, state)
             q_positions = q_positions + start
             k_positions = q_positions
         if rotary:
             q, k = rotate(q, q_positions, rotary_base), rotate(k, k_positions, rotary_base)
-        if decoding:
+        if decoding and self_attention:
             cache = {part: jax.lax.dynamic_update_slice_in_dim(state["cache"][part], new.astype(
                 state["cache"][part].dtype), start, axis=1) for part, new in (("key", k), ("value", v))}
             new_state = {**state, "cache": cache}
@@ -301,7 +322,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
 
     config = {"num_heads": num_heads, "key_size": key_size, "value_size": value_size, "out_features": out_features,
               "num_kv_heads": num_kv_heads, "dropout": dropout, "causal": causal, "use_bias": use_bias,
-              "rotary": rotary, "rotary_base": rotary_base, "mask": mask, "bias": bias}
+              "rotary": rotary, "rotary_base": rotary_base, "mask": mask, "bias": bias, "memory": memory}
     return Layer(init, apply, _KIND, config, (), name)
 
 

@@ -5,9 +5,9 @@ An encoder block is two residual branches over ``(N, T, C)``::
     x = x + Dropout(MultiHeadAttention(Norm(x)))                 # "self_attention"
     x = x + Dropout(Dense(C)(activation(Dense(mlp_dim)(Norm(x))))) # "mlp"
 
-A decoder block makes the self-attention causal and, given a dict ``{"x": ..., "memory": ...}``,
-adds a cross-attention branch between the two, ``x = x + Dropout(MultiHeadAttention({"query":
-Norm(x), "key": memory}))`` (``"cross_attention"``). The sublayers depend on the input's width
+A decoder block makes the self-attention causal and, given the name of a memory side input,
+adds a cross-attention branch between the two, ``x = x + Dropout(MultiHeadAttention(Norm(x),
+memory))`` (``"cross_attention"``). The sublayers depend on the input's width
 ``C`` (the MLP's output, the default ``key_size``), so each block builds them from the input's
 spec at init and from the input at apply with :func:`encoder_layers` / :func:`decoder_layers`;
 printing those shows the whole block, and copying them is the way to change it.
@@ -18,7 +18,6 @@ key/value cache in the block's state, the other layers ignore it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from funcnet.combinators import residual, serial
@@ -28,12 +27,10 @@ from funcnet.core import (
     Key,
     Layer,
     Params,
-    ParamsError,
     ShapeError,
     State,
     as_spec,
     check_positive,
-    child_key,
     format_spec,
 )
 from funcnet.layers.activations import resolve_activation
@@ -112,24 +109,27 @@ def encoder_layers(width: int, *, num_heads: int, mlp_dim: int, key_size: int | 
 
 
 def decoder_layers(width: int, *, num_heads: int, mlp_dim: int, key_size: int | None = None, dropout: float = 0.0,
-                   norm: str = "layer", activation: str = "gelu", rotary: bool = False,
-                   mask: str | None = None) -> dict[str, Layer]:
-    """The sublayers of a :func:`TransformerDecoderBlock` for inputs of ``width`` features.
+                   norm: str = "layer", activation: str = "gelu", rotary: bool = False, mask: str | None = None,
+                   memory: str | None = None) -> Layer:
+    """The layers of a :func:`TransformerDecoderBlock` for inputs of ``width`` features, as one ``serial``.
+
+    Args:
+        width: the input's feature count ``C``.
+        num_heads, mlp_dim, key_size, dropout, norm, activation, rotary, mask, memory: as for
+            :func:`TransformerDecoderBlock`.
 
     Returns:
-        ``{"self_attention": residual (causal), "cross_attention": {"norm": ..., "attention": ...}``
-        as a ``serial`` of the norm and a MultiHeadAttention taking ``{"query", "key"}``,
-        ``"mlp": residual}``; the block runs ``self_attention``, then (with memory)
-        ``x + cross_attention``, then ``mlp``.
+        ``serial(self_attention, cross_attention, mlp)`` of ``residual`` branches (no
+        ``cross_attention`` without ``memory``); params as the block's.
     """
     config = {"num_heads": num_heads, "mlp_dim": mlp_dim, "dropout": dropout, "norm": norm,
               "activation": activation, "rotary": rotary, "mask": mask,
               "key_size": _head_size("TransformerDecoderBlock", width, num_heads, key_size)}
-    cross = {"norm": NORMS[norm](name="norm"),
-             "attention": MultiHeadAttention(num_heads, config["key_size"], name="attention"),
-             "end": serial(*_branch_end(dropout))}
-    return {"self_attention": _attention_branch(config, True, "self_attention"),
-            "cross_attention": cross, "mlp": _mlp_branch(config, width)}
+    branches = [_attention_branch(config, True, "self_attention")]
+    if memory is not None:
+        cross = MultiHeadAttention(num_heads, config["key_size"], memory=memory, name="attention")
+        branches.append(residual(NORMS[norm](name="norm"), cross, *_branch_end(dropout), name="cross_attention"))
+    return serial(*branches, _mlp_branch(config, width))
 
 
 def TransformerEncoderBlock(num_heads: int, mlp_dim: int, *, key_size: int | None = None, dropout: float = 0.0,
@@ -166,19 +166,23 @@ def TransformerEncoderBlock(num_heads: int, mlp_dim: int, *, key_size: int | Non
     options = {"num_heads": num_heads, "mlp_dim": mlp_dim, "key_size": key_size, "dropout": dropout,
                "causal": causal, "norm": norm, "activation": activation, "rotary": rotary, "mask": mask}
 
-    def layers_for(width: int) -> Layer:
-        return encoder_layers(width, **options)
+    return _block("TransformerEncoderBlock", options, name)
+
+
+def _block(kind: str, options: dict[str, Any], name: str | None) -> Layer:
+    """A block whose layers (:func:`encoder_layers` or :func:`decoder_layers`) are built for the
+    input's width, from its spec at init and from the array at apply."""
+    layers = encoder_layers if kind == "TransformerEncoderBlock" else decoder_layers
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
         spec = as_spec(input_spec)
-        return layers_for(_width(spec, "TransformerEncoderBlock")).init(key, spec, context=context)
+        return layers(_width(spec, kind), **options).init(key, spec, context=context)
 
     def apply(params: Params, state: State, x: Array, *, key: Key | None = None, train: bool = False,
               context: Context | None = None) -> tuple[Array, State]:
-        return layers_for(_width(x, "TransformerEncoderBlock")).apply(params, state, x, key=key, train=train,
-                                                                       context=context)
+        return layers(_width(x, kind), **options).apply(params, state, x, key=key, train=train, context=context)
 
-    return Layer(init, apply, "TransformerEncoderBlock", options, (), name)
+    return Layer(init, apply, kind, options, (), name)
 
 
 def _width(x: Any, kind: str) -> int:
@@ -187,89 +191,41 @@ def _width(x: Any, kind: str) -> int:
     return x.shape[-1]
 
 
-def _split_decoder_input(x: Any) -> tuple[Any, Any]:
-    """``(x, memory or None)`` of a decoder block's input (specs at init, arrays at apply)."""
-    if isinstance(x, Mapping):
-        if sorted(x) != ["memory", "x"]:
-            raise ShapeError(f"TransformerDecoderBlock takes (N, T, C) or a dict with keys 'x' and 'memory', got "
-                             f"keys {sorted(x)}.")
-        return x["x"], x["memory"]
-    return x, None
-
-
 def TransformerDecoderBlock(num_heads: int, mlp_dim: int, *, key_size: int | None = None, dropout: float = 0.0,
                             norm: str = "layer", activation: str = "gelu", rotary: bool = False,
-                            mask: str | None = None, name: str | None = None) -> Layer:
+                            mask: str | None = None, memory: str | None = None, name: str | None = None) -> Layer:
     """A pre-norm transformer decoder block: causal self-attention, cross-attention to a memory, an MLP.
 
-    ``x = x + Dropout(MultiHeadAttention(Norm(x)))`` (causal), then, when the input is a dict
-    ``{"x": x, "memory": memory}``, ``x = x + Dropout(MultiHeadAttention({"query": Norm(x), "key":
-    memory}))``, then the MLP branch of :func:`TransformerEncoderBlock`. A plain array input has no
-    cross-attention (a decoder-only language model). See :func:`decoder_layers` for the layers.
+    ``x = x + Dropout(MultiHeadAttention(Norm(x)))`` (causal), then, when ``memory`` names a side
+    input, ``x = x + Dropout(MultiHeadAttention(Norm(x), memory))``, then the MLP branch of
+    :func:`TransformerEncoderBlock`. Without ``memory`` there is no cross-attention (a decoder-only
+    language model). See :func:`decoder_layers` for the layers.
 
     Args:
         num_heads, mlp_dim, key_size, dropout, norm, activation, rotary, name: as for
             :func:`TransformerEncoderBlock`.
         mask: the name of a bool side input for the self-attention (a padding mask ``(N, T)``),
             combined with the causal mask.
+        memory: the name of a side input ``(N, S, Cm)`` (an encoder's output) to cross-attend to. As a
+            side input it reaches every block of a stack: ``fn.with_context(fn.serial(block, block),
+            "memory")`` takes ``{"x": x, "memory": memory}``.
 
     Shapes:
-        ``(N, T, C) -> (N, T, C)``, or ``{"x": (N, T, C), "memory": (N, S, Cm)} -> (N, T, C)``: the
-        output is the sequence alone.
+        ``(N, T, C) -> (N, T, C)``.
 
     Params:
         ``{"self_attention": ..., "mlp": ...}`` as for the encoder block, plus (with memory)
         ``"cross_attention": {"norm": ..., "attention": <MultiHeadAttention's, key (Cm, H, key_size)>}``.
 
     Decode mode:
-        Plain array inputs only (the causal self-attention's cache); cross-attention does not decode.
+        The causal self-attention keeps its cache; the cross-attention reads the whole memory at each step.
     """
     _check_config("TransformerDecoderBlock", num_heads, mlp_dim, key_size, dropout, norm, activation,
                   {"rotary": rotary})
     options = {"num_heads": num_heads, "mlp_dim": mlp_dim, "key_size": key_size, "dropout": dropout, "norm": norm,
-               "activation": activation, "rotary": rotary, "mask": mask}
+               "activation": activation, "rotary": rotary, "mask": mask, "memory": memory}
 
-    def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
-        x_spec, memory_spec = _split_decoder_input(as_spec(input_spec))
-        parts = decoder_layers(_width(x_spec, "TransformerDecoderBlock"), **options)
-        params, state = {}, {}
-        spec, params["self_attention"], state["self_attention"] = parts["self_attention"].init(
-            child_key(key, 0), x_spec, context=context)
-        if memory_spec is not None:
-            cross = parts["cross_attention"]
-            normed, norm_params, _ = cross["norm"].init(child_key(key, 1), spec, context=context)
-            spec, attention_params, _ = cross["attention"].init(child_key(key, 2), {"query": normed,
-                                                                                     "key": memory_spec})
-            params["cross_attention"] = {"norm": norm_params, "attention": attention_params}
-        spec, params["mlp"], state["mlp"] = parts["mlp"].init(child_key(key, 3), spec, context=context)
-        return spec, params, {k: v for k, v in state.items() if v}
-
-    def apply(params: Params, state: State, x: Any, *, key: Key | None = None, train: bool = False,
-              context: Context | None = None) -> tuple[Array, State]:
-        x, memory = _split_decoder_input(x)
-        parts = decoder_layers(_width(x, "TransformerDecoderBlock"), **options)
-        expected = {"self_attention", "mlp"} | ({"cross_attention"} if memory is not None else set())
-        if not isinstance(params, Mapping) or set(params) != expected:
-            got = sorted(params) if isinstance(params, Mapping) else type(params).__name__
-            raise ParamsError(f"TransformerDecoderBlock params must have entries {sorted(expected)}, got {got}.",
-                              hint="were these params made by init with the same kind of input (with or without "
-                              "memory)?")
-        new_state = {}
-        x, new_state["self_attention"] = parts["self_attention"].apply(
-            params["self_attention"], state.get("self_attention", {}), x, key=child_key(key, 0), train=train,
-            context=context)
-        if memory is not None:
-            cross, cross_params = parts["cross_attention"], params["cross_attention"]
-            normed, _ = cross["norm"].apply(cross_params["norm"], {}, x)
-            attended, _ = cross["attention"].apply(cross_params["attention"], {}, {"query": normed, "key": memory},
-                                                   key=child_key(key, 2), train=train)
-            attended, _ = cross["end"].apply({}, {}, attended, key=child_key(key, 4), train=train)
-            x = x + attended.astype(x.dtype)
-        x, new_state["mlp"] = parts["mlp"].apply(params["mlp"], state.get("mlp", {}), x, key=child_key(key, 3),
-                                                 train=train, context=context)
-        return x, {k: v for k, v in new_state.items() if v}
-
-    return Layer(init, apply, "TransformerDecoderBlock", options, (), name)
+    return _block("TransformerDecoderBlock", options, name)
 
 
 __all__ = ["TransformerDecoderBlock", "TransformerEncoderBlock", "decoder_layers", "encoder_layers"]
