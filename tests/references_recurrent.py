@@ -83,3 +83,12 @@ def rnn(params, state, x, *, kind, return_sequences=False, return_state=False, r
     h = carry[0] if kind == "lstm" else carry
     y = np.stack(outputs, axis=1) if return_sequences else h
     return (y, carry) if return_state else y
+
+
+def bidirectional(params, state, x, *, kind, merge, **options):
+    """Both directions of :func:`rnn`, each with its own params (``params["forward"]``,
+    ``params["backward"]``), the backward one reading the other way, merged."""
+    forward = rnn(params["forward"], state, x, kind=kind, **options)
+    backward = rnn(params["backward"], state, x, kind=kind, **{**options, "reverse": not options.get("reverse")})
+    return {"concat": lambda: np.concatenate([forward, backward], -1), "sum": lambda: forward + backward,
+            "mul": lambda: forward * backward, "ave": lambda: (forward + backward) / 2}[merge]()

@@ -22,6 +22,7 @@ from funcnet.layers.activations import (
     softmax,
     tanh,
 )
+from funcnet.layers.bidirectional import Bidirectional
 from funcnet.layers.conv import (
     Conv1D,
     Conv2D,
@@ -57,7 +58,7 @@ LAYERS = {
                   MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D,
                   GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding,
-                  RNN, SimpleRNN, GRU, LSTM)
+                  RNN, SimpleRNN, GRU, LSTM, Bidirectional)
 }
 
 __all__ = [  # noqa: PLE0604 (LAYERS holds the layer constructors' names)
