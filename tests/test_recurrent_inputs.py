@@ -9,7 +9,7 @@ import pytest
 
 import funcnet as fn
 from tests import references_recurrent as ref
-from tests.recurrent_helpers import assert_matches_reference, random_params
+from tests.recurrent_helpers import as64, assert_matches_reference, random_params
 
 LAYERS = {"simple": fn.SimpleRNN, "gru": fn.GRU, "lstm": fn.LSTM}
 #: Each example's real steps, in a batch of 6 steps: right-padded, left-padded, full, right-padded.
@@ -102,3 +102,73 @@ def test_missing_mask_side_input_is_named():
         fn.GRU(3, mask="m").init(jax.random.key(0), (None, 5, 3))
     with pytest.raises(TypeError, match=r"GRU: `mask` names a side input and must be a non-empty string"):
         fn.GRU(3, mask=np.ones((2, 5), bool))
+
+
+@pytest.mark.parametrize("kind", ["simple", "gru", "lstm"])
+def test_initial_state_input_matches_reference(kind):
+    layer = LAYERS[kind](3, return_sequences=True, return_state=True, reverse=kind == "gru")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 2))
+    initial = (rng.standard_normal((2, 3)), rng.standard_normal((2, 3))) if kind == "lstm" else \
+        rng.standard_normal((2, 3))
+    params, state = random_params(layer, fn.spec_of((x.astype(np.float32), initial)))
+    assert_matches_reference(lambda p, xx: layer.apply(p, state, xx)[0], params, (x, initial),
+                             lambda p, xx: ref.rnn(p, {}, xx[0], kind=kind, initial_state=xx[1], return_sequences=True,
+                                                   return_state=True, reverse=kind == "gru"))
+
+
+def StateOf(name=None):
+    """A user's layer: the state out of a layer's ``(outputs, state)``."""
+    def init(key, spec, *, context=None):
+        return spec[1], {}, {}
+
+    def apply(params, state, x, *, key=None, train=False, context=None):
+        return x[1], state
+
+    return fn.Layer(init, apply, "StateOf", {}, (), name)
+
+
+def test_encoder_state_starts_the_decoder():
+    # (decoder input, encoder input) -> the decoder's outputs, from the encoder's final state.
+    model = fn.serial(fn.parallel(fn.Identity(), fn.serial(fn.LSTM(3, return_state=True), StateOf())),
+                      fn.LSTM(3, return_sequences=True))
+    rng = np.random.default_rng(6)
+    decoder_x, encoder_x = rng.standard_normal((2, 4, 2)), rng.standard_normal((2, 5, 3))
+    params, state = random_params(model, fn.spec_of((decoder_x.astype(np.float32), encoder_x.astype(np.float32))))
+    encoder_params, decoder_params = params["parallel_0"]["serial_0"]["lstm_0"], params["lstm_0"]
+
+    def reference(p, xx):
+        _, encoded = ref.rnn(p["parallel_0"]["serial_0"]["lstm_0"], {}, xx[1], kind="lstm", return_state=True)
+        return ref.rnn(p["lstm_0"], {}, xx[0], kind="lstm", initial_state=encoded, return_sequences=True)
+
+    assert encoder_params["w"].shape == (3, 12) and decoder_params["w"].shape == (2, 12)
+    assert_matches_reference(lambda p, xx: model.apply(p, state, xx)[0], params, (decoder_x, encoder_x), reference)
+
+
+@pytest.mark.parametrize(("initial", "error", "message"), [
+    (fn.spec((None, 4)), fn.ShapeError,
+     (r"lstm_0.*initial_state must be structured like the state this layer returns, \(\(N, 4\) float32, "
+      r"\(N, 4\) float32\); got \(N, 4\) float32")),
+    ((fn.spec((None, 4)), fn.spec((None, 5))), fn.ShapeError, r"got \(\(N, 4\) float32, \(N, 5\) float32\)"),
+    ((fn.spec((None, 4), "int32"),) * 2, fn.InputTypeError, r"initial_state must have a floating dtype"),
+], ids=["structure", "units", "dtype"])
+def test_bad_initial_states_are_named_at_init(initial, error, message):
+    with pytest.raises(error, match=rf"(?s){message}"):
+        fn.serial(fn.LSTM(4)).init(jax.random.key(0), (fn.spec((None, 5, 3)), initial))
+    with pytest.raises(fn.ShapeError, match=r"expected x \(batch, time, features\) or a pair \(x, initial_state\), "
+                                            r"got \(\(N, 5, 3\) float32, \(N, 4\) float32, \(N, 4\) float32\)"):
+        fn.LSTM(4).init(jax.random.key(0), (fn.spec((None, 5, 3)), fn.spec((None, 4)), fn.spec((None, 4))))
+
+
+def test_bidirectional_takes_each_direction_initial_state():
+    layer = fn.Bidirectional(fn.GRU(3, return_sequences=True), merge=None)
+    rng = np.random.default_rng(7)
+    x, forward_h, backward_h = rng.standard_normal((2, 4, 2)), rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
+    params, state = random_params(layer, fn.spec_of((x, (forward_h, backward_h))))
+    with jax.enable_x64(True):
+        got = layer.apply(as64(params), state, (x, (forward_h, backward_h)))[0]
+    p = as64(params)
+    expected = (ref.rnn(p["forward"], {}, x, kind="gru", initial_state=forward_h, return_sequences=True),
+                ref.rnn(p["backward"], {}, x, kind="gru", initial_state=backward_h, return_sequences=True,
+                        reverse=True))
+    jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-9), got, expected)
