@@ -13,7 +13,7 @@ from funcnet import architecture as arch
 from funcnet import checkpoint as ck
 from funcnet.layers.recurrent import RNN_LAYERS
 from tests import references_recurrent as ref
-from tests.recurrent_helpers import as64, random_params
+from tests.recurrent_helpers import as64, assert_matches_reference, random_params
 
 
 @pytest.mark.parametrize(("merge", "inner", "kind"), [
@@ -101,3 +101,13 @@ def test_bad_layers_and_merges_are_named():
 def test_errors_inside_name_the_direction():
     with pytest.raises(fn.ShapeError, match=r"(?s)Layer 'bidirectional_0/forward' \(LSTM\).*rank 3"):
         fn.serial(fn.Bidirectional(fn.LSTM(3))).init(jax.random.key(0), (None, 5))
+
+
+def test_masked_bidirectional_matches_reference():
+    layer = fn.with_context(fn.Bidirectional(fn.GRU(2, return_sequences=True, mask="m")), "m")
+    x = np.random.default_rng(5).standard_normal((3, 4, 2))
+    mask = np.array([[True, True, True, False], [False, True, True, True], [True, False, True, True]])
+    params, state = random_params(layer, fn.spec_of({"x": x.astype(np.float32), "m": mask}))
+    assert_matches_reference(lambda p, xx: layer.apply(p, state, {"x": xx, "m": mask})[0], params, x,
+                             lambda p, xx: ref.bidirectional(p, {}, xx, kind="gru", merge="concat", valid=mask,
+                                                             return_sequences=True))
