@@ -22,4 +22,8 @@ RECURRENT = [
     LayerCase("lstm_reverse_unroll2_sequences", lambda: fn.LSTM(2, reverse=True, unroll=2, return_sequences=True),
               (2, 5, 3), p(ref.rnn, kind="lstm", reverse=True, return_sequences=True)),
     LayerCase("rnn_gru_cell", lambda: fn.RNN(fn.GRUCell(2)), (2, 3, 2), p(ref.rnn, kind="gru")),
+    LayerCase("bidirectional_lstm_sequences", lambda: fn.Bidirectional(fn.LSTM(2, return_sequences=True)),
+              (2, 4, 3), p(ref.bidirectional, kind="lstm", merge="concat", return_sequences=True)),
+    LayerCase("bidirectional_gru_reset_before_ave", lambda: fn.Bidirectional(fn.GRU(3, reset_after=False), merge="ave"),
+              (2, 4, 2), p(ref.bidirectional, kind="gru", merge="ave", reset_after=False)),
 ]

@@ -22,7 +22,7 @@ relu leaky_relu elu gelu silu sigmoid tanh softmax log_softmax
 Conv1D Conv2D Conv3D ConvTranspose1D ConvTranspose2D ConvTranspose3D
 MaxPool1D MaxPool2D MaxPool3D AvgPool1D AvgPool2D AvgPool3D GlobalAvgPool GlobalMaxPool
 BatchNorm LayerNorm GroupNorm Embedding set_lowering
-RNN SimpleRNN GRU LSTM SimpleRNNCell GRUCell LSTMCell
+RNN SimpleRNN GRU LSTM Bidirectional SimpleRNNCell GRUCell LSTMCell
 RMSNorm MultiHeadAttention PositionalEmbedding SinusoidalEncoding TransformerEncoderBlock TransformerDecoderBlock
 """.split())  # noqa: SIM905 (one line per group reads better than a list)
 

@@ -1,4 +1,4 @@
-"""Recurrent cells and RNN layers: return_state, reverse, errors, init, torch, training and round trips.
+"""Recurrent cells and RNN layers: return_state, reverse, errors, init, training and round trips.
 
 The registry (tests/cases_recurrent.py) already checks every layer's forward pass and gradients
 against the float64 references in tests/references_recurrent.py; these tests cover the rest.
@@ -100,30 +100,6 @@ def test_bad_cells_and_options_are_named():
         fn.LSTM(3, reverse="yes")
     with pytest.raises(ValueError, match=r"GRU: `unroll` must be a positive integer, got 0"):
         fn.GRU(3, unroll=0)
-
-
-def test_matches_torch_with_copied_weights():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((3, 6, 4)).astype(np.float32)
-    units = 5
-    for kind in ("rnn", "gru", "lstm"):
-        module = {"rnn": torch.nn.RNN, "gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[kind](4, units, batch_first=True)
-        w_ih, w_hh = module.weight_ih_l0.detach().numpy(), module.weight_hh_l0.detach().numpy()
-        b_ih, b_hh = module.bias_ih_l0.detach().numpy(), module.bias_hh_l0.detach().numpy()
-        if kind == "gru":  # torch orders the gates r, z, n; funcnet z, r, h
-            order = np.r_[units:2 * units, 0:units, 2 * units:3 * units]
-            params = {"w": w_ih[order].T, "u": w_hh[order].T, "b": b_ih[order], "b_u": b_hh[order]}
-            layer = fn.GRU(units, return_sequences=True)
-        else:
-            params = {"w": w_ih.T, "u": w_hh.T, "b": b_ih + b_hh}
-            layer = fn.LSTM(units, return_sequences=True) if kind == "lstm" else fn.SimpleRNN(units,
-                                                                                             return_sequences=True)
-        expected = module(torch.from_numpy(x))[0].detach().numpy()
-        got = layer.apply(jax.tree.map(jnp.asarray, params), {}, x)[0]
-        # float32 on both sides: atol covers rounding of outputs near zero after six steps.
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=kind)
 
 
 def test_lstm_learns_to_remember_the_first_step():

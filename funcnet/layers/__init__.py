@@ -23,6 +23,7 @@ from funcnet.layers.activations import (
     tanh,
 )
 from funcnet.layers.attention import MultiHeadAttention
+from funcnet.layers.bidirectional import Bidirectional
 from funcnet.layers.conv import (
     Conv1D,
     Conv2D,
@@ -60,7 +61,7 @@ LAYERS = {
                   MaxPool1D, MaxPool2D, MaxPool3D, AvgPool1D, AvgPool2D, AvgPool3D,
                   GlobalAvgPool, GlobalMaxPool,
                   BatchNorm, LayerNorm, GroupNorm, Embedding,
-                  RNN, SimpleRNN, GRU, LSTM,
+                  RNN, SimpleRNN, GRU, LSTM, Bidirectional,
                   RMSNorm, MultiHeadAttention, PositionalEmbedding, SinusoidalEncoding,
                   TransformerEncoderBlock, TransformerDecoderBlock)
 }

@@ -176,28 +176,31 @@ def output_of(cell: Cell, state: Any) -> Array:
     return state[0] if cell.kind == "LSTMCell" else state
 
 
-def step(cell: Cell, params: Params, state: Any, projected: Array) -> Any:
+def step(cell: Cell, params: Params, state: Any, projected: Array, recurrent_input: Array | None = None) -> Any:
     """One step: the new state from the previous one and ``projected = x_t @ w + b`` ``(N, G units)``.
 
-    ``params`` holds ``u`` (and ``b_u``) already cast to the compute dtype.
+    ``params`` holds ``u`` (and ``b_u``) already cast to the compute dtype. ``recurrent_input`` is
+    the ``h`` that the recurrent products read (``h`` after recurrent dropout); it defaults to the
+    state's ``h``, which the update itself (GRU's ``z * h``) always uses.
     """
     u = params["u"]
+    h_in = output_of(cell, state) if recurrent_input is None else recurrent_input
     if cell.kind == "SimpleRNNCell":
         act, _ = resolve_activation(cell.options["activation"], "SimpleRNNCell")
-        return act(projected + state @ u)
+        return act(projected + h_in @ u)
     if cell.kind == "LSTMCell":
-        h, c = state
-        i, f, g, o = jnp.split(projected + h @ u, 4, axis=-1)
+        _, c = state
+        i, f, g, o = jnp.split(projected + h_in @ u, 4, axis=-1)
         c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
         return jax.nn.sigmoid(o) * jnp.tanh(c), c
     h, units = state, cell.units
     a_z, a_r, a_h = jnp.split(projected, 3, axis=-1)
     if cell.options["reset_after"]:
-        r_z, r_r, r_h = jnp.split(h @ u + params["b_u"], 3, axis=-1)
+        r_z, r_r, r_h = jnp.split(h_in @ u + params["b_u"], 3, axis=-1)
         z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
         n = jnp.tanh(a_h + r * r_h)
     else:
-        r_z, r_r = jnp.split(h @ u[:, :2 * units], 2, axis=-1)
+        r_z, r_r = jnp.split(h_in @ u[:, :2 * units], 2, axis=-1)
         z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
-        n = jnp.tanh(a_h + (r * h) @ u[:, 2 * units:])
+        n = jnp.tanh(a_h + (r * h_in) @ u[:, 2 * units:])
     return z * h + (1 - z) * n
