@@ -55,9 +55,10 @@ def _peak_mib(reset: bool) -> float:
 def measure(model: str, contender: str, steps: int, smoke: bool) -> dict:
     """In this process: start ``contender`` on ``model`` and run ``steps`` steps."""
     from benchmarks import contenders as cont
+    from benchmarks.seq_specs import SEQ_MODELS, SMOKE_SEQ_MODELS
     from benchmarks.specs import MODELS, SMOKE_MODELS, random_data
 
-    spec = (SMOKE_MODELS if smoke else MODELS)[model]
+    spec = ({**SMOKE_MODELS, **SMOKE_SEQ_MODELS} if smoke else {**MODELS, **SEQ_MODELS})[model]
     x, y = random_data(spec, steps)
     runner = cont.make(contender, spec, x, y)
     for module in ("jax", "optax", *PRELOAD.get(contender, ())):  # imports are not training

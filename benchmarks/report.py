@@ -33,19 +33,19 @@ def step_tables(step: dict) -> str:
         rows = []
         for name, r in model["results"].items():
             if "skipped" in r:
-                rows.append([name, "–", "–", "–", "–", "–", r["skipped"]])
+                rows.append([name, "–", "–", "–", "–", "–", "–", r["skipped"]])
                 continue
             memory = r.get("memory") or {}
             peak = memory.get("peak_rss_mib")
             train = memory.get("training_mib")
             mem_text = (f"{peak:.0f} ({train:+.0f})" if peak is not None
                         else memory.get("error", "–"))
-            rows.append([name, _f(r["steps_per_s"]), _f(r.get("ratio_to_hand_jax")),
+            rows.append([name, _f(r["steps_per_s"]), _f(r.get("ratio_to_hand_jax")), _f(r.get("ratio_to_torch")),
                          _f(r["first_step_s"], 1), mem_text, str(r["compiles_while_timed"]),
                          _f(r["final_loss"], 3)])
         parts.append(f"**{model['title']}** ({model['gflop_per_step']:.2f} GFLOP per step, "
                      f"blocks of {model['steps_per_block']} steps)\n\n" + _table(
-                         ["Contender", "Steps/s (median)", "× hand-written JAX", "First step (s)",
+                         ["Contender", "Steps/s (median)", "× hand-written JAX", "× PyTorch", "First step (s)",
                           "Peak RSS MiB (training)", "Compiles while timed", "Last loss"], rows))
     return "\n\n".join(parts)
 
@@ -63,6 +63,8 @@ def markdown(results: dict) -> str:
     parts = []
     if "step" in results:
         parts.append("### Training step, side by side\n\n" + step_tables(results["step"]))
+    if "seq" in results:
+        parts.append("### Sequence models, side by side\n\n" + step_tables(results["seq"]))
     if "epoch" in results:
         parts.append("### One epoch of the batch-32 MLP\n\n"
                      + epoch_table(results["epoch"], "the lax.scan epoch"))

@@ -3,12 +3,17 @@
     python benchmarks/run.py                      # everything (about an hour on 2 cores)
     python benchmarks/run.py --only step --models cnn --repeats 5
     python benchmarks/run.py --smoke              # every benchmark at a tiny size, in about a minute
+    python benchmarks/run.py --only seq --no-memory --repeats 9
 
 Benchmarks (``--only``, comma-separated):
 
 * ``step``: the side-by-side training-step benchmark (funcnet's step and fit, hand-written JAX,
   Flax linen and NNX, Equinox, Haiku, PyTorch eager) on the MLP 784-512-512-10 and the CNN at
   batch 128 and the MLP 784-256-10 at batch 32;
+* ``seq``: the same method on sequence models: an LSTM(128) classifier on 28 steps of 28
+  features at batch 128 (funcnet's step and fit, hand-written JAX ``lax.scan`` LSTMs, Flax
+  linen's LSTM, PyTorch ``nn.LSTM``) and a 2-block pre-norm transformer encoder at batch 32,
+  sequence 128 (funcnet, hand-written JAX, PyTorch ``nn.TransformerEncoder``);
 * ``epoch``: one epoch of the batch-32 MLP (1875 steps) through fit, a hand-written
   ``lax.scan`` epoch, a per-step jitted loop over host batches and PyTorch;
 * ``modes``: fit's ``"step"`` and ``"scan"`` modes (and ``steps_per_call``) on each network;
@@ -28,12 +33,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-BENCHMARKS = ("step", "epoch", "modes", "mnist")
+BENCHMARKS = ("step", "seq", "epoch", "modes", "mnist")
 DEFAULT_STEPS = {"mlp": 40, "cnn": 15, "mlp_small": 200, "readme_cnn": 15}
+SEQ_STEPS = {"lstm": 20, "encoder": 5}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from benchmarks.contenders import CONTENDERS
+    from benchmarks.contenders import CONTENDERS, ENCODER_CONTENDERS, LSTM_CONTENDERS
+
+    seq_contenders = list(dict.fromkeys([*LSTM_CONTENDERS, *ENCODER_CONTENDERS]))
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -53,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"steps per timed block (defaults {DEFAULT_STEPS})")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory processes of the step benchmark")
+    parser.add_argument("--seq-models", default=",".join(SEQ_STEPS),
+                        help=f"networks for seq, comma-separated, of {','.join(SEQ_STEPS)}")
+    parser.add_argument("--seq-contenders", default=",".join(seq_contenders),
+                        help="seq contenders, comma-separated (each network takes those it has)")
+    parser.add_argument("--seq-steps", action="append", default=[], metavar="MODEL=N",
+                        help=f"steps per timed block for seq (defaults {SEQ_STEPS})")
     parser.add_argument("--epoch-steps", type=int, default=1875,
                         help="steps in the epoch benchmark's epoch (1875 = 60000 / 32)")
     parser.add_argument("--epoch-repeats", type=int, default=5)
@@ -92,7 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.models) - set(DEFAULT_STEPS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(DEFAULT_STEPS)}")
+    args.seq_models = [m.strip() for m in args.seq_models.split(",") if m.strip()]
+    args.seq_contenders = [c.strip() for c in args.seq_contenders.split(",") if c.strip()]
+    if set(args.seq_models) - set(SEQ_STEPS) or set(args.seq_contenders) - set(seq_contenders):
+        parser.error(f"--seq-models takes names of {list(SEQ_STEPS)}, --seq-contenders of {seq_contenders}")
     args.steps = {**DEFAULT_STEPS, **_pairs(parser, args.steps, "--steps")}
+    args.seq_steps = {**SEQ_STEPS, **_pairs(parser, args.seq_steps, "--seq-steps", SEQ_STEPS)}
     args.modes_steps = {"mlp": 120, "cnn": 60, "mlp_small": 1875, "readme_cnn": 60,
                         **_pairs(parser, args.modes_steps, "--modes-steps")}
     args.modes_lowering = tuple(v.strip() for v in args.modes_lowering.split(",") if v.strip())
@@ -101,15 +120,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.steps = {"mlp": 3, "cnn": 3, "mlp_small": 5, "readme_cnn": 3}
         args.modes_steps = {"mlp": 4, "cnn": 4, "mlp_small": 8, "readme_cnn": 4}
+        args.seq_steps = {"lstm": 3, "encoder": 3}
     return args
 
 
-def _pairs(parser: argparse.ArgumentParser, items: list[str], flag: str) -> dict[str, int]:
+def _pairs(parser: argparse.ArgumentParser, items: list[str], flag: str,
+           models: dict[str, int] = DEFAULT_STEPS) -> dict[str, int]:
     pairs = {}
     for item in items:
         name, _, value = item.partition("=")
-        if name not in DEFAULT_STEPS or not value.isdigit() or int(value) < 1:
-            parser.error(f"{flag} takes MODEL=N with MODEL in {list(DEFAULT_STEPS)}, got {item!r}")
+        if name not in models or not value.isdigit() or int(value) < 1:
+            parser.error(f"{flag} takes MODEL=N with MODEL in {list(models)}, got {item!r}")
         pairs[name] = int(value)
     return pairs
 
@@ -138,6 +159,18 @@ def main(argv: list[str] | None = None) -> dict:
 
         results["step"] = step_bench.run(models, args.contenders, args.steps, args.repeats, log,
                                          None if args.no_memory else memory)
+    if "seq" in args.only:
+        from benchmarks import step_bench
+        from benchmarks.seq_specs import SEQ_MODELS, SMOKE_SEQ_MODELS
+
+        def seq_memory(model: str, contender: str) -> dict | None:
+            log(f"  measuring memory of {contender} in a separate process")
+            return mem.in_subprocess(model, contender, min(args.seq_steps[model], 10), args.smoke)
+
+        seq_specs = SMOKE_SEQ_MODELS if args.smoke else SEQ_MODELS
+        results["seq"] = step_bench.run({name: seq_specs[name] for name in args.seq_models},
+                                        args.seq_contenders, args.seq_steps, args.repeats, log,
+                                        None if args.no_memory else seq_memory)
     if "epoch" in args.only:
         from benchmarks import epoch_bench
 

@@ -91,7 +91,10 @@ SMOKE_MODELS = {
 
 
 def random_data(spec: Spec, batches: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-shaped random data for ``batches`` steps: images in [0, 1), integer labels."""
+    """MNIST-shaped random data for ``batches`` steps: images in [0, 1), integer labels (or the
+    spec's own ``random_data``: the sequence specs of :mod:`benchmarks.seq_specs`)."""
+    if hasattr(spec, "random_data"):
+        return spec.random_data(batches, seed)
     rng = np.random.default_rng(seed)
     n = batches * spec.batch
     x = rng.random((n, *spec.image), dtype=np.float32)

@@ -19,6 +19,7 @@ from benchmarks.specs import Spec, random_data
 from benchmarks.timing import CompileCounter, median, ratio, rounds, timed
 
 BASELINE = "hand-written JAX"
+TORCH = "PyTorch eager"
 
 
 def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeats: int,
@@ -27,8 +28,9 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
     """The step benchmark for each network of ``models``.
 
     Args:
-        models: the networks, by name.
-        names: the contenders (keys of :data:`benchmarks.contenders.CONTENDERS`).
+        models: the networks, by name (:mod:`benchmarks.specs`' or :mod:`benchmarks.seq_specs`').
+        names: the contenders (keys of :func:`benchmarks.contenders.registry` for each network's
+            family; a name that family lacks is left out).
         steps: steps per timed block, by network name.
         repeats: timed rounds.
         log: progress output.
@@ -45,8 +47,8 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
         log(f"\n== {spec.title}: {n} steps per block, {repeats} rounds")
         results: dict[str, dict] = {}
         runners: dict[str, cont.Runner] = {}
-        for name in names:
-            missing = cont.missing_packages(name)
+        for name in (n for n in names if n in cont.registry(spec)):
+            missing = cont.missing_packages(name, spec)
             if missing or (spec.dropout and not name.startswith("funcnet")):
                 reason = f"not installed: {', '.join(missing)}" if missing else "no dropout here"
                 results[name] = {"skipped": reason}
@@ -83,11 +85,14 @@ def run(models: dict[str, Spec], names: list[str], steps: dict[str, int], repeat
             result["first_step_s"] = result["first_call_s"] - extra / rate
             if BASELINE in rates:
                 result["ratio_to_hand_jax"] = ratio(rates[name], rates[BASELINE])
+            if TORCH in rates:
+                result["ratio_to_torch"] = ratio(rates[name], rates[TORCH])
             if memory is not None:
                 result["memory"] = memory(model_name, name)
             vs_hand = result.get("ratio_to_hand_jax", math.nan)
+            vs_torch = result.get("ratio_to_torch", math.nan)
             log(f"{name:18s} {rate:8.2f} steps/s  x{vs_hand:5.2f} "
-                f"of hand-written JAX  first step {result['first_step_s']:6.2f} s  "
+                f"of hand-written JAX  x{vs_torch:5.2f} of PyTorch  first step {result['first_step_s']:6.2f} s  "
                 f"loss {result['final_loss']:.3f}  compiles while timed {compiles[name]}")
         report[model_name] = {"title": spec.title, "batch": spec.batch, "steps_per_block": n,
                               "gflop_per_step": spec.flops_per_step() / 1e9, "results": results}

@@ -42,6 +42,22 @@ def test_benchmark_harness_runs_at_a_tiny_size(capsys):
     assert "### fit's modes" in printed
 
 
+def test_seq_benchmark_runs_at_a_tiny_size(capsys):
+    results = run.main(["--smoke", "--only", "seq", "--seq-contenders", "funcnet step,hand-written JAX",
+                        "--repeats", "1"])
+    printed = capsys.readouterr().out
+
+    seq = results["seq"]
+    assert set(seq) == {"lstm", "encoder"}
+    lstm = seq["lstm"]["results"]
+    assert set(lstm) == {"funcnet step", "hand-written JAX"}
+    for result in lstm.values():
+        assert result["steps_per_s"] > 0 and result["compiles_while_timed"] == 0
+        assert math.isfinite(result["final_loss"])
+    encoder = seq["encoder"]["results"]["hand-written JAX"]
+    assert encoder["steps_per_s"] > 0 and encoder["compiles_while_timed"] == 0
+    assert "### Sequence models, side by side" in printed and "| funcnet step |" in printed
+
 
 def test_compile_cost_runs_at_a_tiny_size():
     from benchmarks import compile_cost

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 
 import funcnet as fn
@@ -36,13 +38,21 @@ class FuncnetStep(Runner):
     skip_nonfinite = True
     lowering = "auto"
 
+    def network(self) -> fn.Layer:
+        """The model trained (subclasses for other kinds of network override this and :meth:`input_spec`)."""
+        return build_model(self.spec)
+
+    def input_spec(self) -> Any:
+        """What ``init`` is given for the network's input."""
+        return (None, *self.spec.image)
+
     def start(self) -> None:
         with fn.layers.set_lowering(self.lowering):
             self._start()
 
     def _start(self) -> None:
-        model = build_model(self.spec)
-        _, self.params, self.state = model.init(jax.random.key(0), (None, *self.spec.image))
+        model = self.network()
+        _, self.params, self.state = model.init(jax.random.key(0), self.input_spec())
         self.step = fn.make_train_step(model, LOSS, "adam", learning_rate=1e-3,
                                        skip_nonfinite=self.skip_nonfinite)
         self.opt_state = fn.training.init_opt_state(self.params, "adam", learning_rate=1e-3)
@@ -89,10 +99,12 @@ class FuncnetFit(Runner):
     mode = "auto"
     steps_per_call: int | None = None
     lowering = "auto"
+    network = FuncnetStep.network
+    input_spec = FuncnetStep.input_spec
 
     def start(self) -> None:
-        self.model = build_model(self.spec)
-        _, self.params, self.state = self.model.init(jax.random.key(0), (None, *self.spec.image))
+        self.model = self.network()
+        _, self.params, self.state = self.model.init(jax.random.key(0), self.input_spec())
         self.opt_state = None
         self.device_x, self.device_y = jax.device_put(self.x), jax.device_put(self.y)
         self.epoch = 0

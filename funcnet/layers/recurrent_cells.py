@@ -2,8 +2,8 @@
 
 A cell is not a layer: :func:`funcnet.layers.recurrent.RNN` runs it over the time axis. A cell
 says how many gates it has, makes its params and its zero state, and computes one step from the
-input projection of that step (``x_t @ w + b``, which RNN computes for all steps as one product
-before the scan) and the previous state.
+input projection of that step (``x_t @ w + b``, which RNN computes inside its scan) and the
+previous state.
 
 Param structure, for ``features`` input features and ``G`` gates of ``units`` each (gates
 concatenated along the last axis in the order each cell states)::
