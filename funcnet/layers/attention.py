@@ -40,7 +40,7 @@ from funcnet.core import (
     spec,
 )
 from funcnet.layers._attention_ops import attend, combined_mask
-from funcnet.layers.positional import rotate
+from funcnet.layers.positional import decode_cache_size, rotate, start_position
 
 _KIND = "MultiHeadAttention"
 _PROJECTIONS = ("query", "key", "value", "output")
@@ -125,17 +125,6 @@ def _check_bias(bias: Any, name: str, heads: int, steps: int | None, key_steps: 
     if len(shape) != 4 or any(d not in (1, want) for d, want in zip(shape[1:], (heads, steps, key_steps))):
         raise ShapeError(f"{_KIND}: the side input {name!r} (its bias) must have 4 axes broadcastable to "
                          f"(N, {heads}, {steps}, {key_steps}), each of them that size or 1, got {format_shape(shape)}.")
-
-
-def _decode_cache_size(context: Context | None) -> tuple[int, int] | None:
-    """At init: ``(batch, max_length)`` of the decode cache, or None outside decode mode."""
-    if context is None or "decode" not in context:
-        return None
-    size = context["decode"]
-    if not hasattr(size, "shape") or len(size.shape) != 2 or not all(isinstance(d, int) for d in size.shape):
-        raise ShapeError(f"context['decode'] at init must be a (batch, max_length) ShapeDtypeStruct, got {size!r}.",
-                         hint="init with context={'decode': jax.ShapeDtypeStruct((batch, max_length), jnp.int32)}.")
-    return tuple(size.shape)
 
 
 def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None = None,
@@ -235,7 +224,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         if k_spec.shape[1] != v_spec.shape[1]:
             raise ShapeError(f"{_KIND}: the key and value must have the same number of steps, got key "
                              f"{format_shape(k_spec.shape)} and value {format_shape(v_spec.shape)}.")
-        cache_size = _decode_cache_size(context) if self_attention else None
+        cache_size = decode_cache_size(context) if self_attention else None
         if cache_size is not None and not causal:
             raise LayerError(f"{_KIND} with causal=False cannot decode step by step: a step would need the "
                              "keys of later steps.", hint="build it with causal=True to decode.")
@@ -290,7 +279,7 @@ def MultiHeadAttention(num_heads: int, key_size: int, *, value_size: int | None 
         new_state = state
         if decoding and not self_attention:
             # The memory is whole: only the queries' positions move.
-            q_positions = q_positions + jnp.asarray(context["decode"], jnp.int32)
+            q_positions = q_positions + start_position(context)
         elif decoding:
             if not causal:
                 raise LayerError(f"{_KIND} decodes only as causal self-attention (causal=True).",

@@ -43,15 +43,15 @@ def positions(context: Context | None, steps: int) -> Array:
     return start_position(context) + jnp.arange(steps, dtype=jnp.int32)
 
 
-def _decode_length(context: Context | None) -> int | None:
-    """At init: the cache length in decode mode (``context["decode"]`` of shape (batch, max_length)), else None."""
+def decode_cache_size(context: Context | None) -> tuple[int, int] | None:
+    """At init: ``(batch, max_length)`` of the decode cache (``context["decode"]``), or None outside decode mode."""
     if context is None or "decode" not in context:
         return None
     size = context["decode"]
-    if not hasattr(size, "shape") or len(size.shape) != 2:
+    if not hasattr(size, "shape") or len(size.shape) != 2 or not all(isinstance(d, int) for d in size.shape):
         raise ShapeError(f"context['decode'] at init must be a (batch, max_length) ShapeDtypeStruct, got {size!r}.",
                          hint="init with context={'decode': jax.ShapeDtypeStruct((batch, max_length), jnp.int32)}.")
-    return int(size.shape[1])
+    return tuple(size.shape)
 
 
 def _check_sequence(input_spec: Any) -> jax.ShapeDtypeStruct:
@@ -110,7 +110,8 @@ def PositionalEmbedding(max_length: int, *, name: str | None = None) -> Layer:
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
         x_spec = _check_sequence(input_spec)
-        steps, cache = x_spec.shape[1], _decode_length(context)
+        cache_size = decode_cache_size(context)
+        steps, cache = x_spec.shape[1], None if cache_size is None else cache_size[1]
         for length, what in ((steps, f"an input of shape {format_shape(x_spec.shape)}"),
                              (cache, f"a decode cache of length {cache}")):
             if length is not None and length > max_length:
