@@ -40,6 +40,7 @@ from funcnet.core import (
     spec,
 )
 from funcnet.layers._attention_ops import attend, combined_mask
+from funcnet.layers.dropout import check_rate
 from funcnet.layers.positional import decode_cache_size, rotate, start_position
 
 _KIND = "MultiHeadAttention"
@@ -59,9 +60,7 @@ def _check_config(num_heads: Any, key_size: Any, value_size: Any, out_features: 
     if num_kv_heads is not None and num_heads % num_kv_heads:
         raise ValueError(f"{_KIND}: `num_heads` ({num_heads}) must be a multiple of `num_kv_heads` ({num_kv_heads}): "
                          "each key/value head serves num_heads // num_kv_heads query heads.")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"{_KIND}: `dropout` is the probability of dropping an attention weight and must be in "
-                         f"[0, 1), got {dropout!r}.")
+    check_rate(dropout, "dropout", _KIND)
     for argument, value in flags.items():
         if not isinstance(value, bool):
             raise TypeError(f"{_KIND}: `{argument}` must be True or False, got {value!r}.")

@@ -10,6 +10,12 @@ import jax.numpy as jnp
 from funcnet.core import Array, Context, Key, Layer, MissingKeyError, Params, State, array_spec
 
 
+def check_rate(value: Any, argument: str, kind: str) -> None:
+    """Raises ``ValueError`` unless ``value`` (a drop probability) is a number in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{kind}: `{argument}` is the probability of dropping and must be in [0, 1), got {value!r}.")
+
+
 def Dropout(rate: float, name: str | None = None) -> Layer:
     """Zeroes each value with probability ``rate`` while training, scaling the rest by ``1/(1-rate)``.
 
@@ -23,8 +29,7 @@ def Dropout(rate: float, name: str | None = None) -> Layer:
     Shapes:
         Any shape, unchanged. No params or state.
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise ValueError(f"Dropout: `rate` is the probability of dropping and must be in [0, 1), got {rate!r}.")
+    check_rate(rate, "rate", "Dropout")
 
     def init(key: Key, input_spec: Any, *, context: Context | None = None) -> tuple[Any, Params, State]:
         del key, context

@@ -36,7 +36,7 @@ from funcnet.core import (
     side_input,
     spec,
 )
-from funcnet.layers.dropout import Dropout
+from funcnet.layers.dropout import Dropout, check_rate
 from funcnet.layers.recurrent_cells import (
     Cell,
     GRUCell,
@@ -74,10 +74,7 @@ def _check_options(options: ScanOptions, kind: str) -> None:
         raise TypeError(f"{kind}: `mask` names a side input and must be a non-empty string or None, got "
                         f"{options.mask!r}.")
     for argument in ("dropout", "recurrent_dropout"):
-        rate = getattr(options, argument)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-            raise ValueError(f"{kind}: `{argument}` is the probability of dropping and must be in [0, 1), got "
-                             f"{rate!r}.")
+        check_rate(getattr(options, argument), argument, kind)
 
 
 def _state_spec(cell: Cell, dtype: Any) -> Any:

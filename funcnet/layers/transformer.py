@@ -36,7 +36,7 @@ from funcnet.core import (
 from funcnet.layers.activations import resolve_activation
 from funcnet.layers.attention import MultiHeadAttention
 from funcnet.layers.dense import Dense
-from funcnet.layers.dropout import Dropout
+from funcnet.layers.dropout import Dropout, check_rate
 from funcnet.layers.normalization import LayerNorm, RMSNorm
 
 NORMS = {"layer": LayerNorm, "rms": RMSNorm}
@@ -48,8 +48,7 @@ def _check_config(kind: str, num_heads: Any, mlp_dim: Any, key_size: Any, dropou
     check_positive(mlp_dim, "mlp_dim", kind)
     if key_size is not None:
         check_positive(key_size, "key_size", kind)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"{kind}: `dropout` is the probability of dropping and must be in [0, 1), got {dropout!r}.")
+    check_rate(dropout, "dropout", kind)
     if norm not in NORMS:
         raise ValueError(f"{kind}: `norm` must be one of {sorted(NORMS)}, got {norm!r}.")
     if not isinstance(activation, str):
