@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.core import Array, Key
+from funcnet.layers.dropout import Dropout
 
 
 def combined_mask(query_positions: Array, key_positions: Array, *, causal: bool,
@@ -49,8 +50,7 @@ def _attend_explicit(q: Array, k: Array, v: Array, bias: Array | None, mask: Arr
         logits = jnp.where(mask, logits, jnp.finfo(compute).min)
     weights = jax.nn.softmax(logits, axis=-1)
     if key is not None:
-        keep = jax.random.bernoulli(key, 1.0 - rate, weights.shape)
-        weights = jnp.where(keep, weights / (1.0 - rate), 0)
+        weights = Dropout(rate).apply({}, {}, weights, key=key, train=True)[0]
     return jnp.einsum("nhts,nshd->nthd", weights.astype(v.dtype), v)
 
 
