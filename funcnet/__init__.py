@@ -11,6 +11,7 @@ from funcnet.combinators import (
     FanInConcat,
     FanInSum,
     FanOut,
+    Select,
     Sequential,
     branch,
     named,
@@ -61,7 +62,7 @@ __all__ = [  # noqa: PLE0604 (layers.__all__ is a list of names)
     "spec", "spec_of", "as_spec",
     # combinators
     "serial", "Sequential", "parallel", "branch", "residual", "named", "with_context", "FanOut", "FanInSum",
-    "FanInConcat", "tied",
+    "FanInConcat", "Select", "tied",
     # whole models
     "predict_fn", "summary", "count_params", "penalty", "generate",
     # training (more in funcnet.training, funcnet.losses, funcnet.metrics)

@@ -43,7 +43,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from funcnet.combinators import FanInConcat, FanInSum, FanOut, branch, parallel, residual, serial, with_context
+from funcnet.combinators import FanInConcat, FanInSum, FanOut, Select, branch, parallel, residual, serial, with_context
 from funcnet.core import Layer, as_spec, child_names, is_shape, spec
 from funcnet.tied import tied
 
@@ -129,9 +129,7 @@ def _combinators() -> dict[str, Callable[[Mapping[str, Any], tuple[Layer, ...], 
         "WithContext": _with_context,
         "Residual": _residual,
         "Tied": _tied,
-        "FanOut": _leaf(FanOut),
-        "FanInSum": _leaf(FanInSum),
-        "FanInConcat": _leaf(FanInConcat),
+        **{kind.__name__: _leaf(kind) for kind in (FanOut, FanInSum, FanInConcat, Select)},
     }
 
 

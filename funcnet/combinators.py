@@ -38,13 +38,14 @@ from funcnet.core import (
     format_shape,
     format_spec,
 )
-from funcnet.fan import FanInConcat, FanInSum, FanOut
+from funcnet.fan import FanInConcat, FanInSum, FanOut, Select
 from funcnet.side_inputs import with_context
 
 __all__ = [
     "FanInConcat",
     "FanInSum",
     "FanOut",
+    "Select",
     "Sequential",
     "branch",
     "named",

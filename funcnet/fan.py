@@ -113,3 +113,33 @@ def FanInConcat(axis: int = -1, name: str | None = None) -> Layer:
 
     return _stateless("FanInConcat", {"axis": axis}, name, out_spec,
                       lambda xs: jax.tree.map(lambda *leaves: jnp.concatenate(leaves, axis=axis), *_streams(xs)))
+
+
+def Select(entry: int | str, name: str | None = None) -> Layer:
+    """Keeps one entry of a tuple, list or dict input and drops the rest: ``x -> x[entry]``.
+
+    ``serial(LSTM(64, return_state=True), Select(1))`` keeps the final state of the LSTM's
+    ``(outputs, state)``; ``Select("tokens")`` keeps one entry of a dict input.
+
+    Args:
+        entry: a position in a tuple or list (negative counts from the end), or a key of a dict.
+        name: the layer's name.
+
+    Returns:
+        A layer without params or state whose output is the selected entry, with its spec.
+    """
+    if isinstance(entry, bool) or not isinstance(entry, (int, str)):
+        raise ValueError(f"Select: `entry` must be a position (int) or a dict key (str), got {entry!r}.")
+
+    def out_spec(spec: Any) -> Any:
+        if isinstance(entry, str):
+            if not isinstance(spec, Mapping) or entry not in spec:
+                got = f"a dict with keys {sorted(spec)}" if isinstance(spec, Mapping) else format_spec(spec)
+                raise ShapeError(f"expected a dict input with the key {entry!r}, got {got}.")
+        elif not isinstance(spec, (tuple, list)) or not -len(spec) <= entry < len(spec):
+            got = f"{len(spec)} entries" if isinstance(spec, (tuple, list)) else format_spec(spec)
+            raise ShapeError(f"expected a tuple or list input with an entry at position {entry}, got {got}.",
+                             hint="a dict input is selected by key: Select('name').")
+        return spec[entry]
+
+    return _stateless("Select", {"entry": entry}, name, out_spec, lambda x: x[entry])

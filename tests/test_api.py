@@ -11,7 +11,7 @@ import funcnet as fn
 PUBLIC = sorted("""
 Layer LayerError ShapeError InputTypeError ParamsError MissingKeyError MissingInputError
 spec spec_of as_spec
-serial Sequential parallel branch residual named with_context FanOut FanInSum FanInConcat tied
+serial Sequential parallel branch residual named with_context FanOut FanInSum FanInConcat Select tied
 predict_fn summary count_params penalty generate
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history

@@ -78,6 +78,8 @@ def varied_model() -> Layer:
         fn.Gelu(approximate=False),
         fn.Dense(3, name="head"),
         fn.LogSoftmax(),
+        fn.FanOut(2),
+        fn.Select(-1),
     )
 
 
@@ -124,7 +126,7 @@ def test_every_catalogue_kind_is_in_the_registry():
 
     kinds = arch.registry()
     assert set(LAYERS) <= set(kinds)
-    assert {"Serial", "Parallel", "Branch", "Residual", "FanOut", "FanInSum", "FanInConcat"} <= set(kinds)
+    assert {"Serial", "Parallel", "Branch", "Residual", "FanOut", "FanInSum", "FanInConcat", "Select"} <= set(kinds)
 
 
 def Custom(name=None):

@@ -126,6 +126,37 @@ def test_fan_out_copies_its_input(key):
     assert len(ys) == 3 and all(np.array_equal(y, x) for y in ys)
 
 
+def test_select_keeps_one_entry_of_a_tuple_or_dict(key):
+    a, b = np.float32([[1.0, 2.0]]), np.float32([[3.0], [4.0]])
+    assert fn.Select(1).init(key, ((None, 2), (None, 1)))[0] == fn.spec((None, 1))
+    assert fn.Select(-2).apply({}, {}, (a, b))[0] is a
+    assert fn.Select("mask").apply({}, {}, {"x": a, "mask": b})[0] is b
+    # The use it exists for: an LSTM's final state (h, c) out of its (outputs, state).
+    lstm_state = fn.serial(fn.LSTM(3, return_state=True), fn.Select(1))
+    out_spec, params, _ = lstm_state.init(key, (None, 5, 2))
+    assert out_spec == (fn.spec((None, 3)), fn.spec((None, 3)))
+    x = np.random.default_rng(0).standard_normal((2, 5, 2)).astype(np.float32)
+    (h, c), _ = lstm_state.apply(params, {}, x)
+    outputs, _ = fn.LSTM(3).apply(params["lstm_0"], {}, x)
+    np.testing.assert_array_equal(h, outputs)
+
+
+@pytest.mark.parametrize(("entry", "spec", "message"), [
+    (2, ((None, 2), (None, 1)), r"expected a tuple or list input with an entry at position 2, got 2 entries"),
+    (0, (None, 2), r"expected a tuple or list input with an entry at position 0, got \(N, 2\) float32"
+                   r"(.|\n)*Select\('name'\)"),
+    ("mask", {"x": (None, 2)}, r"expected a dict input with the key 'mask', got a dict with keys \['x'\]"),
+])
+def test_select_errors_name_what_it_got(key, entry, spec, message):
+    with pytest.raises(fn.ShapeError, match=message):
+        fn.Select(entry).init(key, spec)
+
+
+def test_select_refuses_an_entry_that_is_not_a_position_or_key():
+    with pytest.raises(ValueError, match=r"Select: `entry` must be a position \(int\) or a dict key \(str\), got 1.5"):
+        fn.Select(1.5)
+
+
 def test_residual_adds_the_body_to_the_input_or_the_shortcut(key):
     x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
     block = fn.residual(fn.Dense(4), fn.Relu())

@@ -117,20 +117,9 @@ def test_initial_state_input_matches_reference(kind):
                                                    return_state=True, reverse=kind == "gru"))
 
 
-def StateOf(name=None):
-    """A user's layer: the state out of a layer's ``(outputs, state)``."""
-    def init(key, spec, *, context=None):
-        return spec[1], {}, {}
-
-    def apply(params, state, x, *, key=None, train=False, context=None):
-        return x[1], state
-
-    return fn.Layer(init, apply, "StateOf", {}, (), name)
-
-
 def test_encoder_state_starts_the_decoder():
     # (decoder input, encoder input) -> the decoder's outputs, from the encoder's final state.
-    model = fn.serial(fn.parallel(fn.Identity(), fn.serial(fn.LSTM(3, return_state=True), StateOf())),
+    model = fn.serial(fn.parallel(fn.Identity(), fn.serial(fn.LSTM(3, return_state=True), fn.Select(1))),
                       fn.LSTM(3, return_sequences=True))
     rng = np.random.default_rng(6)
     decoder_x, encoder_x = rng.standard_normal((2, 4, 2)), rng.standard_normal((2, 5, 3))

@@ -155,3 +155,28 @@ def test_with_context_and_dict_branch_round_trip_through_the_architecture_json(k
     x, mask = sequences(2)
     np.testing.assert_array_equal(rebuilt.apply(params, {}, {"x": x, "padding_mask": mask})[0]["narrow"],
                                   model.apply(params, {}, {"x": x, "padding_mask": mask})[0]["narrow"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: fn.with_context(fn.serial(fn.LSTM(6, mask="lengths"), fn.Dense(2)), "lengths"),
+    lambda: fn.with_context(fn.serial(fn.Bidirectional(fn.GRU(4, mask="lengths")), fn.Dense(2)), "lengths"),
+], ids=["lstm-lengths", "bidirectional-gru-lengths"])
+def test_fit_on_padded_sequences_ignores_what_the_padding_holds(key, make):
+    """``fit`` on a dict input with per-example lengths: the padded steps hold noise, and two runs whose
+    padding differs train to the same params (a layer that read the padding would not)."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 9, size=48).astype(np.int32)
+    real = np.arange(8) < lengths[:, None]
+    x = rng.standard_normal((48, 8, 3)).astype(np.float32)
+    y = ((x[..., 0] * real).sum(1) > 0).astype(np.int32)
+    model = make()
+    _, params, state = model.init(key, {"x": fn.spec((None, 8, 3)), "lengths": fn.spec((None,), "int32")})
+    results = []
+    for noise in (0.0, 50.0):
+        padded = np.where(real[..., None], x, noise * rng.standard_normal(x.shape).astype(np.float32))
+        results.append(fn.fit(model, params, state, {"x": padded, "lengths": lengths}, y,
+                              loss="sparse_categorical_crossentropy", epochs=2, batch_size=16, key=key, verbose=0))
+    assert results[0].history["loss"][-1] < results[0].history["loss"][0]
+    np.testing.assert_allclose(results[1].history["loss"], results[0].history["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(results[0].params), jax.tree.leaves(results[1].params), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
