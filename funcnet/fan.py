@@ -1,4 +1,4 @@
-"""Fan-out and fan-in: parameter-free layers that make or merge several streams (any pytrees)."""
+"""Fan-out, fan-in and selection: parameter-free layers that make, merge or pick streams (any pytrees)."""
 
 from __future__ import annotations
 
