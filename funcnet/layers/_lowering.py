@@ -1,16 +1,17 @@
 """How a layer's computation is written for XLA: the reference lowering, or a faster one.
 
-Convolution and pooling layers have two lowerings with the same results:
+Convolution, pooling and attention layers have two lowerings with the same results:
 
 * ``"reference"``: the direct XLA operation, ``lax.conv_general_dilated`` for convolutions and
-  ``lax.reduce_window`` for pooling.
-* ``"fast"``: formulations that XLA's CPU backend runs several times faster (measured in
+  ``lax.reduce_window`` for pooling, ``jax.nn.dot_product_attention`` for attention.
+* ``"fast"``: formulations that XLA's CPU backend runs faster (measured in
   ``docs/benchmarks.md``): pooling as a reduction over a reshaped view of non-overlapping windows
   (:mod:`funcnet.layers._windows`); convolution, with both its gradients, as matrix products with
   the input's patches (its values as sums of scaled slices for inputs of at most 4 channels),
   depthwise convolution as a sum of scaled slices, other grouped convolutions group by group, and
   transposed convolution as a matrix product followed by a scatter-add
-  (:mod:`funcnet.layers._patches`).
+  (:mod:`funcnet.layers._patches`); attention as its einsums and softmax written out, the queries
+  scaled before the product (:mod:`funcnet.layers._attention_ops`).
 * ``"auto"`` (the default): ``"fast"`` where the computation is lowered for the CPU, else
   ``"reference"`` (on accelerators the direct operations map onto tuned kernels). Both are traced
   and :func:`jax.lax.platform_dependent` keeps the one for the platform that ``jax.jit`` or
@@ -21,7 +22,8 @@ Convolution and pooling layers have two lowerings with the same results:
 "Same results" means: max pooling gives bitwise the same values and reverse-mode gradients (the
 gradient of a window goes to its first maximal element in row-major window order, as
 ``reduce_window``'s gradient does); average pooling and convolutions add the same terms in
-another order, so they agree to float rounding (a few units in the last place). A layer falls back
+another order, so they agree to float rounding (a few units in the last place), and so does
+attention (the queries are scaled before the product, not the logits after). A layer falls back
 to the reference lowering where the fast one does not apply (overlapping pooling windows).
 
 The lowering is an execution choice, not part of the architecture: it is not in any layer's
@@ -58,7 +60,7 @@ class LoweringScope:
 
 
 def set_lowering(mode: str) -> LoweringScope:
-    """Chooses the lowering of every convolution and pooling layer traced from now on.
+    """Chooses the lowering of every convolution, pooling and attention layer traced from now on.
 
     The one way to override ``"auto"``. It takes effect at once, for the whole process;
     ``with set_lowering(mode):`` limits it to the block. Compiled functions are not reused

@@ -62,18 +62,21 @@ def _affine_params(names: Sequence[str], channels: int) -> Params:
 
 @partial(jax.jit, static_argnames=("axes", "groups", "epsilon"))
 def _standardize(x: Array, scale: Array | None, bias: Array | None, mean: Array | None,
-                 var: Array | None, *, axes: tuple[int, ...], groups: int,
+                 var: Array | None, *, axes: tuple[int, ...], groups: int | None,
                  epsilon: float) -> tuple[Array, Array, Array]:
     """The computation of all three layers, compiled as one (eager calls stay fast; inside an outer
     ``jit`` it is inlined).
 
-    Views ``x`` as ``(..., groups, C // groups)``, standardises it over ``axes`` of that view (with
-    the given ``mean`` and ``var``, of a shape that broadcasts against it, if not None), applies
+    Views ``x`` as ``(..., groups, C // groups)`` (``x`` itself when ``groups`` is None), standardises
+    it over ``axes`` of that view (with the given ``mean`` and ``var``, of a shape that broadcasts
+    against it, if not None), applies
     ``scale`` and ``bias`` per channel and returns ``(y, mean, var)``, statistics computed in at
     least float32 and ``y`` in ``x``'s dtype.
     """
     xc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    view = xc.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+    # groups=None (LayerNorm): no view; XLA's CPU backend runs the reductions over a (..., 1, C) view
+    # and their gradients about half as fast as over (..., C).
+    view = xc if groups is None else xc.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
     if mean is None:
         mean, var = jnp.mean(view, axes, keepdims=True), jnp.var(view, axes, keepdims=True)
     else:
@@ -232,7 +235,7 @@ def LayerNorm(epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = Tr
               train: bool = False, context: Context | None = None) -> tuple[Array, State]:
         del key, train, context
         scale, bias = _check_apply("LayerNorm", params, names, x)
-        y, _, _ = _standardize(x, scale, bias, None, None, axes=(-1,), groups=1, epsilon=epsilon)
+        y, _, _ = _standardize(x, scale, bias, None, None, axes=(-1,), groups=None, epsilon=epsilon)
         return y, state
 
     config = {"epsilon": epsilon, "use_scale": use_scale, "use_bias": use_bias}
