@@ -37,6 +37,7 @@ from funcnet.core import (
     spec,
 )
 from funcnet.layers.dropout import Dropout, check_rate
+from funcnet.layers._recurrent_scan import Loop, scan_cell
 from funcnet.layers.recurrent_cells import (
     Cell,
     GRUCell,
@@ -46,7 +47,6 @@ from funcnet.layers.recurrent_cells import (
     init_cell_params,
     output_of,
     param_names,
-    step,
     zero_state,
 )
 from funcnet.layers.recurrent_inputs import check_initial_state, check_mask, split_input, valid_steps
@@ -133,9 +133,9 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
                                   "for you).")
         if drop_inputs:  # one mask over (N, T, features)
             x = Dropout(options.dropout).apply({}, {}, x, key=jax.random.fold_in(key, 0), train=True)[0]
-        # Each step projects its own input inside the scan: XLA's CPU backend trains this about twice
-        # as fast as one product over all steps before it, whose (T, N, G units) buffers and their
-        # gradients cost more than the larger product saves (docs/benchmarks.md, "Sequence models").
+        # Each step projects its own input inside the scan: XLA's CPU backend trains this faster than
+        # one product over all steps before it, whose (T, N, G units) buffers and their gradients cost
+        # more than the larger product saves (docs/benchmarks.md, "Sequence models").
         weights = {k: as_compute(v, x) for k, v in weights.items()}
         # What the scan reads at each step, time-major: only what the options need.
         xs = {"x": jnp.swapaxes(x, 0, 1)}
@@ -143,24 +143,13 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
             mask = side_input(context, options.mask, kind)
             check_mask(mask, options.mask, tuple(x.shape))
             xs["valid"] = valid_steps(mask, steps).T
-        if drop_state:
-            xs["t"] = jnp.arange(steps)
+        if drop_state:  # a fresh mask per step t, from fold_in(state_key, t): Dropout's scaling of ones
             state_dropout, state_key = Dropout(options.recurrent_dropout), jax.random.fold_in(key, 1)
-
-        def scan_step(carry: Any, xs_t: dict[str, Array]) -> tuple[Any, Array]:
-            h = output_of(cell, carry)
-            if "t" in xs_t:  # a fresh mask per step, from the step's position
-                h = state_dropout.apply({}, {}, h, key=jax.random.fold_in(state_key, xs_t["t"]), train=True)[0]
-            projected = xs_t["x"] @ weights["w"] + weights["b"]
-            new = step(cell, weights, carry, projected, recurrent_input=h)
-            out = output_of(cell, new)
-            if "valid" in xs_t:  # padded steps keep the state and output zeros
-                valid = xs_t["valid"][:, None]
-                new = jax.tree.map(lambda n, c: jnp.where(valid, n, c), new, carry)
-                out = jnp.where(valid, out, jnp.zeros((), out.dtype))
-            return new, out
-
-        final, outputs = jax.lax.scan(scan_step, carry, xs, reverse=options.reverse, unroll=options.unroll)
+            ones = jnp.ones((batch, cell.units), x.dtype)
+            xs["keep"] = jax.vmap(lambda t: state_dropout.apply({}, {}, ones, key=jax.random.fold_in(state_key, t),
+                                                                train=True)[0])(jnp.arange(steps))
+        loop = Loop(options.reverse, options.unroll, options.return_sequences)
+        final, outputs = scan_cell(cell, loop, weights, carry, xs)
         y = jnp.swapaxes(outputs, 0, 1) if options.return_sequences else output_of(cell, final)
         return ((y, final) if options.return_state else y), state
 
