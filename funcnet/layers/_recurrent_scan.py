@@ -65,11 +65,6 @@ def scan_plain(cell: Cell, loop: Loop, weights: Params, carry: Any, xs: dict[str
     return _forward(cell, loop, weights, carry, xs, save=False)[:2]
 
 
-def _elementwise(cell: Cell, gates_in: Any, carry: Any, valid: Array | None) -> tuple[Any, Array]:
-    """The new state and the step's output, for a cell that splits."""
-    return _masked(cell, update(cell, carry, gates_in), carry, valid)
-
-
 def _forward(cell: Cell, loop: Loop, weights: Params, carry: Any, xs: dict[str, Array], save: bool) -> tuple:
     """``(final_state, outputs or None, saved)``: ``saved`` (with ``save``) stacks each step's gate inputs,
     previous state and, with recurrent dropout, the ``h`` its product read."""
@@ -94,6 +89,11 @@ def _forward(cell: Cell, loop: Loop, weights: Params, carry: Any, xs: dict[str, 
     return final, outputs, saved
 
 
+def _elementwise(cell: Cell, gates_in: Any, carry: Any, valid: Array | None) -> tuple[Any, Array]:
+    """The new state and the step's output, for a cell that splits."""
+    return _masked(cell, update(cell, carry, gates_in), carry, valid)
+
+
 def _masked(cell: Cell, new: Any, carry: Any, valid: Array | None) -> tuple[Any, Array]:
     """The step's state and output: a padded step (``valid`` False) keeps the state and outputs zeros."""
     out = output_of(cell, new)
@@ -105,15 +105,19 @@ def _masked(cell: Cell, new: Any, carry: Any, valid: Array | None) -> tuple[Any,
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _split_scan(cell: Cell, loop: Loop, weights: Params, carry: Any, xs: dict[str, Array]) -> tuple[Any, Any]:
+    """:func:`scan_plain`'s values, with the gradient of :func:`_split_scan_backward`."""
     return scan_plain(cell, loop, weights, carry, xs)
 
 
 def _split_scan_forward(cell: Cell, loop: Loop, weights: Params, carry: Any, xs: dict[str, Array]) -> tuple:
+    """The values and the residuals: the weights, the per-step inputs and what the loop saved."""
     final, outputs, saved = _forward(cell, loop, weights, carry, xs, save=True)
     return (final, outputs), (weights, xs, saved)
 
 
 def _split_scan_backward(cell: Cell, loop: Loop, residuals: tuple, cotangents: tuple) -> tuple:
+    """The gradients of the weights, the initial state and ``xs["x"]`` (None for the mask and dropout
+    multipliers, which do not depend on params): the loop carries only the state's gradient."""
     weights, xs, saved = residuals
     d_final, d_outputs = cotangents
     u_t = weights["u"].T
