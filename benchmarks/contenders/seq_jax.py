@@ -95,7 +95,7 @@ def _lstm_forward(p: dict, xs: jax.Array, carry: tuple) -> tuple:
 
 def lstm_cell_from_pre(carry: tuple, a: jax.Array) -> tuple:
     """:func:`lstm_cell` given the whole pre-activation ``a = x_t @ w + b + h @ u``."""
-    h, c = carry
+    _, c = carry
     i, f, g, o = jnp.split(a, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     return jax.nn.sigmoid(o) * jnp.tanh(c), c

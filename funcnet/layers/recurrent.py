@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.core import (
-    Array,
     Context,
     Key,
     Layer,
@@ -37,8 +36,8 @@ from funcnet.core import (
     side_input,
     spec,
 )
-from funcnet.layers.dropout import Dropout, check_rate
 from funcnet.layers._recurrent_scan import Loop, scan_cell
+from funcnet.layers.dropout import Dropout, check_rate
 from funcnet.layers.recurrent_cells import (
     Cell,
     GRUCell,
