@@ -136,7 +136,7 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
         # Each step projects its own input inside the scan: XLA's CPU backend trains this faster than
         # one product over all steps before it, whose (T, N, G units) buffers and their gradients cost
         # more than the larger product saves (docs/benchmarks.md, "Sequence models"; with the custom
-        # VJP too, measured on 2 cores: the hoisted projection about 0.4x).
+        # VJP too, measured on 2 shared cores: the hoisted projection ran at 0.42x and 0.49x).
         weights = {k: as_compute(v, x) for k, v in weights.items()}
         # What the scan reads at each step, time-major: only what the options need.
         xs = {"x": jnp.swapaxes(x, 0, 1)}
