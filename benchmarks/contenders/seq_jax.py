@@ -9,8 +9,9 @@ cross-entropy in one jitted step that donates the params and optimizer state (th
 * :class:`HandLSTMInLoop`: the same equations with each step's input projection inside the scan,
   which XLA's CPU backend runs faster (see docs/benchmarks.md, "Sequence models").
 * :class:`HandLSTMCustomVJP`: the in-loop form with a ``jax.custom_vjp`` whose backward loop runs
-  only the gates' gradient and ``dh``, the weight gradients as single products after it (what
-  funcnet's RNN does, the way cuDNN and PyTorch compute it).
+  only the gates' gradient and ``dh``, the weight gradients as single products after it (the way
+  cuDNN and PyTorch compute it; on 2 CPU cores slower than autodiff of the in-loop scan, which
+  runs the small weight-gradient products on the second core, so funcnet keeps autodiff).
 * :class:`FlaxLinenLSTM`: ``nn.RNN(nn.OptimizedLSTMCell(units))`` and ``nn.Dense``.
 * :class:`HandEncoder`: the pre-norm encoder with dicts of arrays, ``jnp.einsum`` projections and
   ``jax.nn.dot_product_attention``.

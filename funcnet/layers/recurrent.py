@@ -2,8 +2,7 @@
 
 ``RNN(cell)`` takes ``(N, T, features)``; ``SimpleRNN``, ``GRU`` and ``LSTM`` are its shortcuts.
 Each step of ``jax.lax.scan`` computes its input projection ``x_t @ w + b`` and the recurrent
-part; compile time does not grow with the sequence length. The gradient is a custom VJP that
-computes the weight gradients after the backward loop (:mod:`funcnet.layers._recurrent_scan`).
+part; compile time does not grow with the sequence length.
 The initial state is zeros, or given with the input as ``(x, initial_state)``; a padding mask or
 per-example lengths come as a side input named by ``mask=`` (:mod:`funcnet.layers.recurrent_inputs`);
 ``dropout`` and ``recurrent_dropout`` drop inputs and the recurrent ``h`` while training.
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.core import (
+    Array,
     Context,
     Key,
     Layer,
@@ -36,7 +36,6 @@ from funcnet.core import (
     side_input,
     spec,
 )
-from funcnet.layers._recurrent_scan import Loop, scan_cell
 from funcnet.layers.dropout import Dropout, check_rate
 from funcnet.layers.recurrent_cells import (
     Cell,
@@ -47,6 +46,7 @@ from funcnet.layers.recurrent_cells import (
     init_cell_params,
     output_of,
     param_names,
+    step,
     zero_state,
 )
 from funcnet.layers.recurrent_inputs import check_initial_state, check_mask, split_input, valid_steps
@@ -133,10 +133,13 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
                                   "for you).")
         if drop_inputs:  # one mask over (N, T, features)
             x = Dropout(options.dropout).apply({}, {}, x, key=jax.random.fold_in(key, 0), train=True)[0]
-        # Each step projects its own input inside the scan: XLA's CPU backend trains this faster than
-        # one product over all steps before it, whose (T, N, G units) buffers and their gradients cost
-        # more than the larger product saves (docs/benchmarks.md, "Sequence models"; with the custom
-        # VJP too, measured on 2 shared cores: the hoisted projection ran at 0.42x and 0.49x).
+        # Each step projects its own input inside the scan: XLA's CPU backend trains this about twice
+        # as fast as one product over all steps before it, whose (T, N, G units) buffers and their
+        # gradients cost more than the larger product saves (docs/benchmarks.md, "Sequence models").
+        # Autodiff of this scan, not a cuDNN-style custom VJP (weight gradients as one product after
+        # the backward loop): on 2 quiet cores that ran at 0.92x-0.96x, as autodiff's backward loop
+        # runs its small weight-gradient products on the second core alongside dh (the benchmark's
+        # "hand-written JAX (custom VJP)" contender).
         weights = {k: as_compute(v, x) for k, v in weights.items()}
         # What the scan reads at each step, time-major: only what the options need.
         xs = {"x": jnp.swapaxes(x, 0, 1)}
@@ -144,13 +147,24 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
             mask = side_input(context, options.mask, kind)
             check_mask(mask, options.mask, tuple(x.shape))
             xs["valid"] = valid_steps(mask, steps).T
-        if drop_state:  # a fresh mask per step t, from fold_in(state_key, t): Dropout's scaling of ones
+        if drop_state:
+            xs["t"] = jnp.arange(steps)
             state_dropout, state_key = Dropout(options.recurrent_dropout), jax.random.fold_in(key, 1)
-            ones = jnp.ones((batch, cell.units), x.dtype)
-            xs["keep"] = jax.vmap(lambda t: state_dropout.apply({}, {}, ones, key=jax.random.fold_in(state_key, t),
-                                                                train=True)[0])(jnp.arange(steps))
-        loop = Loop(options.reverse, options.unroll, options.return_sequences)
-        final, outputs = scan_cell(cell, loop, weights, carry, xs)
+
+        def scan_step(carry: Any, xs_t: dict[str, Array]) -> tuple[Any, Array]:
+            h = output_of(cell, carry)
+            if "t" in xs_t:  # a fresh mask per step, from the step's position
+                h = state_dropout.apply({}, {}, h, key=jax.random.fold_in(state_key, xs_t["t"]), train=True)[0]
+            projected = xs_t["x"] @ weights["w"] + weights["b"]
+            new = step(cell, weights, carry, projected, recurrent_input=h)
+            out = output_of(cell, new)
+            if "valid" in xs_t:  # padded steps keep the state and output zeros
+                valid = xs_t["valid"][:, None]
+                new = jax.tree.map(lambda n, c: jnp.where(valid, n, c), new, carry)
+                out = jnp.where(valid, out, jnp.zeros((), out.dtype))
+            return new, out
+
+        final, outputs = jax.lax.scan(scan_step, carry, xs, reverse=options.reverse, unroll=options.unroll)
         y = jnp.swapaxes(outputs, 0, 1) if options.return_sequences else output_of(cell, final)
         return ((y, final) if options.return_state else y), state
 
@@ -172,7 +186,7 @@ def RNN(cell: Cell | dict, *, return_sequences: bool = False, return_state: bool
             ``go_backwards`` returns them in reversed order instead), and the final state is the
             one after step 0.
         unroll: steps per iteration of the scan's loop (``jax.lax.scan``'s ``unroll``): more
-            compiles longer and may run faster on accelerators (on the CPU, 1 was fastest).
+            compiles longer and may run faster.
         mask: the name of a side input (see :func:`funcnet.with_context`) holding a bool ``(N, T)``
             padding mask, True at real steps, or integer lengths ``(N,)`` (the first ``length``
             steps are real). Padded steps keep the state and output zeros, so the final state is
@@ -192,14 +206,6 @@ def RNN(cell: Cell | dict, *, return_sequences: bool = False, return_state: bool
 
     Params:
         The cell's, e.g. ``{"w": (features, 4 units), "u": (units, 4 units), "b": (4 units,)}`` for an LSTM.
-
-    Gradients:
-        A custom VJP (``jax.custom_vjp``): the backward loop runs each step's elementwise
-        gradient and ``dh @ u.T``; ``du``, ``dw``, the biases' and the input's gradients are one
-        product each over all steps after it. Equal to autodiff of the scan to float rounding.
-        Reverse mode only: ``jax.jvp`` raises JAX's ``TypeError`` "can't apply forward-mode
-        autodiff (jvp) to a custom_vjp function". A GRU with ``reset_after=False`` keeps plain
-        autodiff (its reset gate scales ``h`` before the candidate's product).
 
     Raises:
         ShapeError: at init, for an input that is not ``(batch, time, features)``, an initial

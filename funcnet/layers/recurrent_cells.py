@@ -3,9 +3,7 @@
 A cell is not a layer: :func:`funcnet.layers.recurrent.RNN` runs it over the time axis. A cell
 says how many gates it has, makes its params and its zero state, and computes one step from the
 input projection of that step (``x_t @ w + b``, which RNN computes inside its scan) and the
-previous state. A step of every cell but the GRU with ``reset_after=False`` splits into its
-linear products and an elementwise :func:`update` (what the RNN's gradient relies on, see
-:mod:`funcnet.layers._recurrent_scan`).
+previous state.
 
 Param structure, for ``features`` input features and ``G`` gates of ``units`` each (gates
 concatenated along the last axis in the order each cell states)::
@@ -178,42 +176,6 @@ def output_of(cell: Cell, state: Any) -> Array:
     return state[0] if cell.kind == "LSTMCell" else state
 
 
-def splits(cell: Cell) -> bool:
-    """Whether a step is linear products then an elementwise :func:`update`: every cell but the GRU
-    with ``reset_after=False``, whose reset gate scales ``h`` before the candidate's product."""
-    return not (cell.kind == "GRUCell" and not cell.options["reset_after"])
-
-
-def recurrent_product(cell: Cell, params: Params, h_in: Array) -> Array:
-    """``z_h = h_in @ u`` ``(N, G units)`` (plus ``b_u`` for a GRU with ``reset_after``), for a cell that
-    :func:`splits`; ``h_in`` is the ``h`` the recurrent product reads."""
-    z_h = h_in @ params["u"]
-    return z_h + params["b_u"] if "b_u" in params else z_h
-
-
-def gate_inputs(cell: Cell, z_x: Array, z_h: Array) -> Any:
-    """What :func:`update` reads: ``z_x + z_h``, or the pair ``(z_x, z_h)`` for a GRU (its reset gate
-    scales the candidate's part of ``z_h``, not of ``z_x``)."""
-    return (z_x, z_h) if cell.kind == "GRUCell" else z_x + z_h
-
-
-def update(cell: Cell, state: Any, gates_in: Any) -> Any:
-    """The elementwise part of a step of a cell that :func:`splits`: the new state from the previous
-    one and :func:`gate_inputs`."""
-    if cell.kind == "SimpleRNNCell":
-        act, _ = resolve_activation(cell.options["activation"], "SimpleRNNCell")
-        return act(gates_in)
-    if cell.kind == "LSTMCell":
-        _, c = state
-        i, f, g, o = jnp.split(gates_in, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        return jax.nn.sigmoid(o) * jnp.tanh(c), c
-    (a_z, a_r, a_h), (r_z, r_r, r_h) = (jnp.split(a, 3, axis=-1) for a in gates_in)
-    z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
-    n = jnp.tanh(a_h + r * r_h)
-    return z * state + (1 - z) * n
-
-
 def step(cell: Cell, params: Params, state: Any, projected: Array, recurrent_input: Array | None = None) -> Any:
     """One step: the new state from the previous one and ``projected = x_t @ w + b`` ``(N, G units)``.
 
@@ -221,12 +183,24 @@ def step(cell: Cell, params: Params, state: Any, projected: Array, recurrent_inp
     the ``h`` that the recurrent products read (``h`` after recurrent dropout); it defaults to the
     state's ``h``, which the update itself (GRU's ``z * h``) always uses.
     """
+    u = params["u"]
     h_in = output_of(cell, state) if recurrent_input is None else recurrent_input
-    if splits(cell):
-        return update(cell, state, gate_inputs(cell, projected, recurrent_product(cell, params, h_in)))
-    u, units = params["u"], cell.units  # GRU, reset_after=False
+    if cell.kind == "SimpleRNNCell":
+        act, _ = resolve_activation(cell.options["activation"], "SimpleRNNCell")
+        return act(projected + h_in @ u)
+    if cell.kind == "LSTMCell":
+        _, c = state
+        i, f, g, o = jnp.split(projected + h_in @ u, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+    h, units = state, cell.units
     a_z, a_r, a_h = jnp.split(projected, 3, axis=-1)
-    r_z, r_r = jnp.split(h_in @ u[:, :2 * units], 2, axis=-1)
-    z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
-    n = jnp.tanh(a_h + (r * h_in) @ u[:, 2 * units:])
-    return z * state + (1 - z) * n
+    if cell.options["reset_after"]:
+        r_z, r_r, r_h = jnp.split(h_in @ u + params["b_u"], 3, axis=-1)
+        z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
+        n = jnp.tanh(a_h + r * r_h)
+    else:
+        r_z, r_r = jnp.split(h_in @ u[:, :2 * units], 2, axis=-1)
+        z, r = jax.nn.sigmoid(a_z + r_z), jax.nn.sigmoid(a_r + r_r)
+        n = jnp.tanh(a_h + (r * h_in) @ u[:, 2 * units:])
+    return z * h + (1 - z) * n
