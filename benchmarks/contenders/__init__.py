@@ -39,6 +39,7 @@ LSTM_CONTENDERS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "funcnet fit": ((), "seq_funcnet", "LSTMFit"),
     "hand-written JAX": ((), "seq_jax", "HandLSTM"),
     "hand-written JAX (projection in the loop)": ((), "seq_jax", "HandLSTMInLoop"),
+    "hand-written JAX (custom VJP)": ((), "seq_jax", "HandLSTMCustomVJP"),
     "Flax linen": (("flax",), "seq_jax", "FlaxLinenLSTM"),
     "PyTorch eager": (("torch",), "seq_torch", "TorchLSTM"),
     "PyTorch eager (1 thread)": (("torch",), "seq_torch", "TorchLSTMOneThread"),

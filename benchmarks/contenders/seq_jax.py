@@ -8,6 +8,10 @@ cross-entropy in one jitted step that donates the params and optimizer state (th
   step as one product before a ``jax.lax.scan`` that runs only the recurrent part.
 * :class:`HandLSTMInLoop`: the same equations with each step's input projection inside the scan,
   which XLA's CPU backend runs faster (see docs/benchmarks.md, "Sequence models").
+* :class:`HandLSTMCustomVJP`: the in-loop form with a ``jax.custom_vjp`` whose backward loop runs
+  only the gates' gradient and ``dh``, the weight gradients as single products after it (the way
+  cuDNN and PyTorch compute it; on 2 CPU cores slower than autodiff of the in-loop scan, which
+  runs the small weight-gradient products on the second core, so funcnet keeps autodiff).
 * :class:`FlaxLinenLSTM`: ``nn.RNN(nn.OptimizedLSTMCell(units))`` and ``nn.Dense``.
 * :class:`HandEncoder`: the pre-norm encoder with dicts of arrays, ``jnp.einsum`` projections and
   ``jax.nn.dot_product_attention``.
@@ -80,6 +84,59 @@ def lstm_in_loop(p: dict, x: jax.Array) -> jax.Array:
     return h
 
 
+def _lstm_forward(p: dict, xs: jax.Array, carry: tuple) -> tuple:
+    """The in-loop scan over time-major ``xs``, saving each step's pre-activation and previous state."""
+
+    def body(carry: tuple, x_t: jax.Array) -> tuple:
+        a = x_t @ p["w"] + p["b"] + carry[0] @ p["u"]
+        return lstm_cell_from_pre(carry, a), (a, carry)
+
+    return jax.lax.scan(body, carry, xs)
+
+
+def lstm_cell_from_pre(carry: tuple, a: jax.Array) -> tuple:
+    """:func:`lstm_cell` given the whole pre-activation ``a = x_t @ w + b + h @ u``."""
+    _, c = carry
+    i, f, g, o = jnp.split(a, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+@jax.custom_vjp
+def lstm_scan_custom_vjp(p: dict, xs: jax.Array, carry: tuple) -> tuple:
+    """The final ``(h, c)`` of the in-loop scan, with the backward pass of :func:`_lstm_scan_backward`."""
+    return _lstm_forward(p, xs, carry)[0]
+
+
+def _lstm_scan_forward(p: dict, xs: jax.Array, carry: tuple) -> tuple:
+    final, (pre, previous) = _lstm_forward(p, xs, carry)
+    return final, (p, xs, pre, previous)
+
+
+def _lstm_scan_backward(residuals: tuple, d_final: tuple) -> tuple:
+    p, xs, pre, previous = residuals
+
+    def body(d_carry: tuple, saved: tuple) -> tuple:
+        _, vjp = jax.vjp(lstm_cell_from_pre, saved[1], saved[0])
+        (d_h, d_c), d_pre = vjp(d_carry)
+        return (d_h + d_pre @ p["u"].T, d_c), d_pre
+
+    d_carry, d_pre = jax.lax.scan(body, d_final, (pre, previous), reverse=True)
+    d_p = {"w": jnp.einsum("tnf,tng->fg", xs, d_pre), "u": jnp.einsum("tnu,tng->ug", previous[0], d_pre),
+           "b": d_pre.sum((0, 1))}
+    return d_p, d_pre @ p["w"].T, d_carry
+
+
+lstm_scan_custom_vjp.defvjp(_lstm_scan_forward, _lstm_scan_backward)
+
+
+def lstm_custom_vjp(p: dict, x: jax.Array) -> jax.Array:
+    """The last ``h``, through :func:`lstm_scan_custom_vjp`."""
+    zeros = jnp.zeros((x.shape[0], p["u"].shape[0]), x.dtype)
+    weights = {name: p[name] for name in ("w", "u", "b")}
+    return lstm_scan_custom_vjp(weights, jnp.swapaxes(x, 0, 1), (zeros, zeros))[0]
+
+
 def classifier_loss(lstm: Any) -> Any:
     def loss_fn(p: dict, x: jax.Array, y: jax.Array) -> jax.Array:
         logits = lstm(p, x) @ p["out"]["w"] + p["out"]["b"]
@@ -100,6 +157,10 @@ class HandLSTM(JaxRunner):
 
 class HandLSTMInLoop(HandLSTM):
     lstm = staticmethod(lstm_in_loop)
+
+
+class HandLSTMCustomVJP(HandLSTM):
+    lstm = staticmethod(lstm_custom_vjp)
 
 
 class FlaxLinenLSTM(JaxRunner):

@@ -136,6 +136,10 @@ def _rnn_layer(cell: Cell, kind: str, config: dict[str, Any], options: ScanOptio
         # Each step projects its own input inside the scan: XLA's CPU backend trains this about twice
         # as fast as one product over all steps before it, whose (T, N, G units) buffers and their
         # gradients cost more than the larger product saves (docs/benchmarks.md, "Sequence models").
+        # Autodiff of this scan, not a cuDNN-style custom VJP (weight gradients as one product after
+        # the backward loop): on 2 quiet cores that ran at 0.92x-0.96x, as autodiff's backward loop
+        # runs its small weight-gradient products on the second core alongside dh (the benchmark's
+        # "hand-written JAX (custom VJP)" contender).
         weights = {k: as_compute(v, x) for k, v in weights.items()}
         # What the scan reads at each step, time-major: only what the options need.
         xs = {"x": jnp.swapaxes(x, 0, 1)}
