@@ -113,7 +113,8 @@ def shard_batch(tree: Any, mesh: Mesh, data_axis: str = "data") -> Any:
     shard; nothing is first copied whole to one device). With several processes
     (``jax.process_count() > 1``), each process passes *its own* rows of the global batch (the
     processes' parts in process order) and gets the global array
-    (``jax.make_array_from_process_local_data``).
+    (``jax.make_array_from_process_local_data``); global arrays (not fully addressable) are
+    resharded as they are.
 
     Args:
         tree: a pytree of NumPy or JAX arrays with the examples on the first axis (None leaves stay None).
@@ -130,9 +131,9 @@ def shard_batch(tree: Any, mesh: Mesh, data_axis: str = "data") -> Any:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return tree
-    processes = jax.process_count()
-    rows = int(np.shape(leaves[0])[0]) * processes
-    check_divisible(rows, mesh, data_axis)
+    already_global = all(isinstance(a, jax.Array) and not a.is_fully_addressable for a in leaves)
+    processes = 1 if already_global else jax.process_count()
+    check_divisible(int(np.shape(leaves[0])[0]) * processes, mesh, data_axis)
     if processes == 1:
         return jax.device_put(tree, sharding)
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
@@ -156,5 +157,8 @@ def _place_from_full_copy(array: Any, sharding: NamedSharding) -> jax.Array:
     """A global array from a value this process holds in full: each device takes its slice of it."""
     if isinstance(array, jax.Array) and array.sharding == sharding:
         return array
+    if isinstance(array, jax.Array) and jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        data = _place_from_full_copy(jax.random.key_data(array), sharding)  # keys travel as their raw bits
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
     value = np.asarray(array)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
