@@ -143,22 +143,21 @@ def place(tree: Any, shardings: Any) -> Any:
     """``tree``'s arrays placed with ``shardings`` (a pytree of shardings, or a prefix of ``tree``'s structure).
 
     Each device receives its own shard (``jax.device_put``); arrays that already have their
-    sharding are returned as they are. In a multi-process run this places trees that every
-    process holds in full (replicated values, or the parameters each process initialised from the
-    same key).
+    sharding are returned as they are (so placing every step costs only the comparison). In a
+    multi-process run this places trees that every process holds in full (replicated values, or
+    the parameters each process initialised from the same key).
     """
-    if jax.process_count() == 1:
-        return jax.device_put(tree, shardings)
-    return jax.tree.map(lambda sharding, part: jax.tree.map(lambda a: _place_from_full_copy(a, sharding), part),
+    return jax.tree.map(lambda sharding, part: jax.tree.map(lambda a: _place_leaf(a, sharding), part),
                         shardings, tree)
 
 
-def _place_from_full_copy(array: Any, sharding: NamedSharding) -> jax.Array:
-    """A global array from a value this process holds in full: each device takes its slice of it."""
+def _place_leaf(array: Any, sharding: NamedSharding) -> Any:
     if isinstance(array, jax.Array) and array.sharding == sharding:
         return array
+    if jax.process_count() == 1:
+        return jax.device_put(array, sharding)
     if isinstance(array, jax.Array) and jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
-        data = _place_from_full_copy(jax.random.key_data(array), sharding)  # keys travel as their raw bits
+        data = _place_leaf(jax.random.key_data(array), sharding)  # keys travel as their raw bits
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
-    value = np.asarray(array)
+    value = np.asarray(array)  # this process holds it in full: each device takes its slice
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])

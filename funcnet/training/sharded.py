@@ -18,6 +18,7 @@ writes a collective.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -49,18 +50,28 @@ class Layout:
     data_axis: str = "data"
     param_sharding: str | None = None
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         """Devices along the data axis: a batch is split into this many parts."""
         return data_axis_size(self.mesh, self.data_axis)
 
+    @functools.cached_property
+    def batch_sharding(self) -> NamedSharding:
+        """A batch's sharding: rows split over the data axis."""
+        return data_sharding(self.mesh, self.data_axis)
+
+    @functools.cached_property
+    def replicated(self) -> NamedSharding:
+        """The sharding of values every device holds in full."""
+        return replicated(self.mesh)
+
     def sharding_of(self, role: str, value: Any) -> Any:
         """The shardings (a pytree, or a prefix of ``value``'s structure) of an argument with ``role``."""
         if role == "batch":
-            return data_sharding(self.mesh, self.data_axis)
+            return self.batch_sharding
         if role == "params" and self.param_sharding == "fsdp":
             return param_shardings(value, self.mesh, self.data_axis, "fsdp")
-        return replicated(self.mesh)
+        return self.replicated
 
     def put(self, role: str, value: Any, sharding: Any) -> Any:
         """``value`` placed with ``sharding`` (batches from their rows, see :func:`funcnet.sharding.shard_batch`)."""
@@ -72,12 +83,11 @@ class Layout:
         """Data kept on the devices for a whole run: its rows split over the data axis (each device holds
         about 1/N of them), padded to a multiple of N with repeats of the first rows, which no batch
         order draws (its indices stay below the true row count)."""
-        sharding = data_sharding(self.mesh, self.data_axis)
-        return jax.tree.map(lambda a: _rows_on_devices(a, sharding, self.size), tree)
+        return jax.tree.map(lambda a: _rows_on_devices(a, self.batch_sharding, self.size), tree)
 
     def constrain_batch(self, batch: Any) -> Any:
         """Inside a compiled function: ``batch`` split over the data axis (so each device computes its part)."""
-        return jax.lax.with_sharding_constraint(batch, data_sharding(self.mesh, self.data_axis))
+        return jax.lax.with_sharding_constraint(batch, self.batch_sharding)
 
 
 def _rows_on_devices(array: Any, sharding: NamedSharding, size: int) -> jax.Array:
