@@ -6,7 +6,7 @@ combinators compose them into models; training uses ``jax.grad``, ``jax.jit`` an
 
 from importlib.metadata import version as _version
 
-from funcnet import architecture, checkpoint, data, layers, losses, metrics, training
+from funcnet import architecture, checkpoint, data, layers, losses, metrics, sharding, training
 from funcnet import distributed
 from funcnet.combinators import (
     FanInConcat,
@@ -69,7 +69,7 @@ __all__ = [  # noqa: PLE0604 (layers.__all__ is a list of names)
     "fit", "evaluate", "predict", "make_train_step", "make_eval_step", "TrainState", "FitResult",
     "NonFiniteError", "Callback", "EarlyStopping", "KeepBest", "EpochHook", "plot_history",
     # submodules
-    "architecture", "checkpoint", "data", "layers", "losses", "metrics", "training",
+    "architecture", "checkpoint", "data", "layers", "losses", "metrics", "sharding", "training",
     "distributed",
     # layers
     *layers.__all__,

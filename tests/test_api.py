@@ -15,7 +15,7 @@ serial Sequential parallel branch residual named with_context FanOut FanInSum Fa
 predict_fn summary count_params penalty generate
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history
-architecture checkpoint data layers losses metrics training
+architecture checkpoint data layers losses metrics sharding training
 distributed
 Dense Dropout Flatten Reshape Identity
 Relu LeakyRelu Elu Gelu Silu Sigmoid Tanh Softmax LogSoftmax ACTIVATIONS
@@ -28,7 +28,7 @@ RMSNorm MultiHeadAttention PositionalEmbedding SinusoidalEncoding TransformerEnc
 """.split())  # noqa: SIM905 (one line per group reads better than a list)
 
 MODULES = ["funcnet", "funcnet.layers", "funcnet.losses", "funcnet.metrics", "funcnet.training", "funcnet.data",
-           "funcnet.checkpoint", "funcnet.architecture",
+           "funcnet.checkpoint", "funcnet.architecture", "funcnet.sharding",
            "funcnet.distributed"]
 
 

@@ -35,6 +35,7 @@ from funcnet.metrics import Metric, get_metric
 from funcnet.training.cache import cached, freeze_key
 from funcnet.training.guard import OptState, all_finite, count_step
 from funcnet.training.optimizers import FreezeSpec, Schedule, freeze_labels, make_optimizer
+from funcnet.training.sharded import jit_on, make_layout
 
 __all__ = ["make_eval_step", "make_train_step"]
 
@@ -266,7 +267,8 @@ def build_program(model: Layer, loss: Any, optimizer: Any = None, *, metrics: An
 def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.GradientTransformation, *,
                     metrics: Sequence[str | Metric] = (), learning_rate: float | Schedule | None = None,
                     freeze: FreezeSpec = None, skip_nonfinite: bool = True, donate: bool = True,
-                    jit: bool = True) -> Callable:
+                    jit: bool = True, mesh: jax.sharding.Mesh | None = None, data_axis: str = "data",
+                    param_sharding: str | None = None) -> Callable:
     """A jitted training step ``step(params, state, opt_state, batch, key)``.
 
     Args:
@@ -283,6 +285,17 @@ def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.G
         donate: donate the buffers of ``params``, ``state`` and ``opt_state``.
         jit: return the jitted function (False: the plain function, to put in your own
             ``jax.jit``, ``jax.lax.scan`` or ``shard_map``).
+        mesh: a ``jax.sharding.Mesh`` to run data-parallel on: each batch is split along its
+            first axis over ``data_axis`` and XLA partitions the step (the gradients are those
+            of the whole global batch's loss, as on one device). The step then accepts NumPy
+            batches (placed shard by shard) or global arrays from
+            :func:`funcnet.sharding.shard_batch`, and places params, state and opt_state itself
+            (see :class:`funcnet.training.sharded.ShardedJit`). The batch size must divide by the
+            data axis's size.
+        data_axis: the mesh axis batches are split over.
+        param_sharding: None (replicated params, layer state and optimizer state) or ``"fsdp"``
+            (each array split over ``data_axis`` along its largest divisible axis, see
+            :func:`funcnet.sharding.param_shardings`).
 
     Returns:
         ``step(params, state, opt_state, batch, key) -> (params, state, opt_state, logs)``.
@@ -293,6 +306,10 @@ def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.G
         steps) and one entry per metric. The initial ``opt_state`` comes from
         :func:`funcnet.training.init_opt_state` with the same optimizer arguments.
     """
+    layout = make_layout(mesh, data_axis, param_sharding)
+    if layout is not None and not jit:
+        raise ValueError("mesh= shards the jitted step; with jit=False, put the plain step in your own jax.jit "
+                         "(shardings from funcnet.sharding) or pass jit=True.")
     program = build_program(model, loss, optimizer, metrics=metrics, learning_rate=learning_rate, freeze=freeze,
                             skip_nonfinite=skip_nonfinite)
 
@@ -312,18 +329,25 @@ def make_train_step(model: Layer, loss: str | Callable, optimizer: str | optax.G
 
     if not jit:
         return step
-    return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
+    return jit_on(layout, step, ("params", "params", "params", "batch", "replicated"), (0, 1, 2, "replicated"),
+                  (0, 1, 2) if donate else ())
 
 
 def make_eval_step(model: Layer, loss: str | Callable | None = None, *, metrics: Sequence[str | Metric] = (),
-                   jit: bool = True) -> Callable:
+                   jit: bool = True, mesh: jax.sharding.Mesh | None = None, data_axis: str = "data",
+                   param_sharding: str | None = None) -> Callable:
     """A jitted evaluation step ``eval_step(params, state, batch) -> logs``.
 
     The model runs with ``train=False`` (no dropout, BatchNorm uses its running statistics).
     ``logs`` holds ``"loss"`` (when a loss is given) and one entry per metric, for this batch.
     To evaluate many batches exactly, add the metrics' accumulators instead
-    (:mod:`funcnet.metrics`), or use :func:`funcnet.evaluate`.
+    (:mod:`funcnet.metrics`), or use :func:`funcnet.evaluate`. ``mesh``, ``data_axis`` and
+    ``param_sharding`` run it data-parallel, as in :func:`make_train_step`.
     """
+    layout = make_layout(mesh, data_axis, param_sharding)
+    if layout is not None and not jit:
+        raise ValueError("mesh= shards the jitted step; with jit=False, put the plain step in your own jax.jit "
+                         "(shardings from funcnet.sharding) or pass jit=True.")
     program = build_program(model, loss, None, metrics=metrics)
     if loss is None and not program.tracker.metrics:
         raise ValueError("make_eval_step needs a loss or at least one metric to compute.")
@@ -335,4 +359,6 @@ def make_eval_step(model: Layer, loss: str | Callable | None = None, *, metrics:
         acc = program.evaluate(params, state, acc, x, y, weights)
         return program.tracker.compute(acc)
 
-    return jax.jit(eval_step) if jit else eval_step
+    if not jit:
+        return eval_step
+    return jit_on(layout, eval_step, ("params", "params", "batch"), "replicated")

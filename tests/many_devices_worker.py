@@ -1,0 +1,175 @@
+"""Checks of the mesh switch on N devices, run in a fresh process: ``python many_devices_worker.py N [check ...]``.
+
+The process forces N CPU devices (``XLA_FLAGS`` must be set before JAX is imported, so this runs
+apart from the test process, which keeps one device) and compares every mesh run with the same
+run on one device (``mesh=None``, on device 0). Warnings are errors, as in the suite (a donated
+buffer that could not be reused warns). It prints ``ok <check>`` per check and exits non-zero on
+the first failure. tests/test_many_devices.py runs it for N = 2 and 4, and its checks inline with
+N = 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[1])}"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+import functools
+import re
+import warnings
+
+import jax
+import numpy as np
+
+import funcnet as fn
+
+BATCH = 16  # the global batch: divides by 1, 2 and 4
+STEPS = 20
+LOSS = "sparse_categorical_crossentropy"
+#: Params and losses after 20 steps agree to float32 reassociation within this (relative to the
+#: largest value). A gradient scaled by the device count, or a device training on its own shard,
+#: moves them by more than 100 * RTOL (check_wrong_versions_break_the_tolerance shows it: 0.23 and 0.25,
+#: against 1e-7 for the mesh runs on 2 and 4 devices).
+RTOL = 1e-5
+
+
+def model_with_batchnorm_and_dropout() -> fn.Layer:
+    return fn.serial(fn.Flatten(), fn.Dense(16), fn.BatchNorm(), fn.Relu(), fn.Dropout(0.3), fn.Dense(8))
+
+
+def toy_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4, 3)).astype(np.float32), rng.integers(0, 8, n).astype(np.int32)
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def max_relative_difference(a, b) -> float:
+    """max |a - b| over every leaf, relative to the largest |b|."""
+    diffs = jax.tree.leaves(jax.tree.map(lambda u, v: float(np.max(np.abs(np.asarray(u) - np.asarray(v)))), a, b))
+    scale = max(float(np.max(np.abs(np.asarray(v)))) for v in jax.tree.leaves(b))
+    return max(diffs) / scale
+
+
+def train_steps(mesh, *, param_sharding=None, learning_rate=0.1, batch_slice=slice(None)):
+    """20 SGD steps of the BatchNorm + Dropout model: ``(losses, params, state, step)``.
+
+    The loss depends on the gradient's scale (SGD, unlike Adam), and on the BatchNorm statistics
+    and dropout masks being the global batch's.
+    """
+    model = model_with_batchnorm_and_dropout()
+    _, params, state = model.init(jax.random.key(0), (None, 4, 3))
+    step = fn.make_train_step(model, LOSS, "sgd", learning_rate=learning_rate, mesh=mesh,
+                              param_sharding=param_sharding)
+    opt_state = fn.training.init_opt_state(params, "sgd", learning_rate=learning_rate)
+    x, y = toy_data(BATCH * STEPS)
+    losses = []
+    for i in range(STEPS):
+        rows = slice(i * BATCH, (i + 1) * BATCH)
+        batch = (x[rows][batch_slice], y[rows][batch_slice])
+        params, state, opt_state, logs = step(params, state, opt_state, batch, jax.random.key(i))
+        losses.append(logs["loss"])
+    return np.asarray(losses), params, state, step
+
+
+@functools.cache
+def one_device_run():
+    """The reference: :func:`train_steps` without a mesh (computed once per process)."""
+    return train_steps(None)
+
+
+def check_train_step_matches_one_device():
+    mesh = data_mesh()
+    ref_losses, ref_params, ref_state, _ = one_device_run()
+    losses, params, state, step = train_steps(mesh)
+    assert max_relative_difference(losses, ref_losses) < RTOL, (losses, ref_losses)
+    assert max_relative_difference(params, ref_params) < RTOL
+    assert max_relative_difference(state, ref_state) < RTOL  # BatchNorm's running statistics: the global batch's
+    assert step._cache_size() == 1, f"compiled {step._cache_size()} times"
+    leaf = jax.tree.leaves(params)[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == jax.device_count()
+
+
+def check_wrong_versions_break_the_tolerance():
+    """What a wrong data-parallel step would give is far outside RTOL, so the equality checks can catch it.
+
+    Simulated on one device (it does not depend on N; only the inline run, N = 1, does it).
+    """
+    if jax.device_count() > 1:
+        return
+    _, ref_params, _, _ = one_device_run()
+    _, scaled, _, _ = train_steps(None, learning_rate=0.1 * 4)  # gradients summed over 4 devices, not averaged
+    _, own_shard, _, _ = train_steps(None, batch_slice=slice(0, BATCH // 4))  # no all-reduce: device 0's shard only
+    assert max_relative_difference(scaled, ref_params) > 100 * RTOL
+    assert max_relative_difference(own_shard, ref_params) > 100 * RTOL
+
+
+def check_fsdp_shards_params_and_matches():
+    mesh = data_mesh()
+    n = jax.device_count()
+    ref_losses, ref_params, _, _ = one_device_run()
+    losses, params, _, step = train_steps(mesh, param_sharding="fsdp")
+    assert max_relative_difference(losses, ref_losses) < RTOL
+    assert max_relative_difference(params, ref_params) < RTOL
+    w = params["dense_0"]["w"]  # (12, 16): the largest axis 16 divides by 1, 2 and 4
+    expected = jax.sharding.PartitionSpec(None, "data") if n > 1 else jax.sharding.PartitionSpec()
+    assert w.sharding.spec == expected, w.sharding
+    assert w.addressable_shards[0].data.shape == (12, 16 // n)
+    assert step._cache_size() == 1
+
+
+def check_compiled_step_is_data_parallel():
+    """The partitioned program holds batch/N rows per device: a replicated program would show [16, ...] arrays."""
+    n = jax.device_count()
+    model = model_with_batchnorm_and_dropout()
+    _, params, state = model.init(jax.random.key(0), (None, 4, 3))
+    step = fn.make_train_step(model, LOSS, "sgd", learning_rate=0.1, mesh=data_mesh())
+    x, y = toy_data(BATCH)
+    hlo = step.lower(params, state, fn.training.init_opt_state(params, "sgd", learning_rate=0.1), (x, y),
+                     jax.random.key(0)).compile().as_text()
+    assert re.search(rf"f32\[{BATCH // n},16\]", hlo), "no per-device hidden activations [batch/N, 16]"
+    if n > 1:
+        assert not re.search(rf"f32\[{BATCH},16\]", hlo), "the whole batch's activations are computed on a device"
+        assert "all-reduce" in hlo
+
+
+def check_donation_and_errors():
+    model = model_with_batchnorm_and_dropout()
+    _, params, state = model.init(jax.random.key(0), (None, 4, 3))
+    mesh = data_mesh()
+    step = fn.make_train_step(model, LOSS, "sgd", learning_rate=0.1, mesh=mesh)
+    opt_state = fn.training.init_opt_state(params, "sgd", learning_rate=0.1)
+    x, y = toy_data(BATCH)
+    params, state, opt_state, _ = step(params, state, opt_state, (x, y), jax.random.key(0))
+    donated = params
+    params, state, opt_state, _ = step(params, state, opt_state, (x, y), jax.random.key(1))
+    assert all(a.is_deleted() for a in jax.tree.leaves(donated)), "the step did not reuse the donated params"
+    n = jax.device_count()
+    if n > 1:
+        bad = BATCH + 1
+        try:
+            step(params, state, opt_state, (np.concatenate([x, x[:1]]), np.concatenate([y, y[:1]])),
+                 jax.random.key(2))
+        except ValueError as error:
+            assert f"has {bad} examples, which do not divide evenly over the {n} devices" in str(error), error
+        else:
+            raise AssertionError("a batch of 17 examples was accepted on a mesh of several devices")
+
+
+CHECKS = {name[len("check_"):]: f for name, f in sorted(globals().items()) if name.startswith("check_")}
+
+
+def main(names: list[str]) -> None:
+    warnings.simplefilter("error")
+    for name in names or CHECKS:
+        CHECKS[name]()
+        print("ok", name, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[2:])
