@@ -6,8 +6,7 @@ combinators compose them into models; training uses ``jax.grad``, ``jax.jit`` an
 
 from importlib.metadata import version as _version
 
-from funcnet import architecture, checkpoint, data, layers, losses, metrics, sharding, training
-from funcnet import distributed
+from funcnet import architecture, checkpoint, data, distributed, layers, losses, metrics, sharding, training
 from funcnet.combinators import (
     FanInConcat,
     FanInSum,

@@ -43,7 +43,88 @@ def one_dies(directory: str) -> dict:
     return {}
 
 
-SCENARIOS = {"basics": basics, "one_dies": one_dies}
+W = np.arange(32, dtype=np.float32).reshape(8, 4)
+B = np.linspace(0, 1, 4, dtype=np.float32)
+KEY_SEED = 3
+
+
+def _global(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+def sharded_tree(mesh: Mesh) -> dict:
+    """A small training-state-like tree: rows of ``w`` split over the 4 devices, the rest replicated."""
+    replicated = NamedSharding(mesh, P())
+    key = jax.random.wrap_key_data(_global(np.asarray(jax.random.key_data(jax.random.key(KEY_SEED))), replicated))
+    return {"w": _global(W, NamedSharding(mesh, P("data"))), "b": _global(B, replicated), "key": key, "step": 5,
+            "host": np.array([1, 2, 3])}
+
+
+def _parts(array: jax.Array) -> dict:
+    """This process's shards of ``array``: ``"start:stop,..." -> values``."""
+    parts = {}
+    for shard in array.addressable_shards:
+        name = ",".join(f"{s.start or 0}:{s.stop if s.stop is not None else n}" for s, n in zip(shard.index,
+                                                                                          array.shape, strict=True))
+        parts[name] = np.asarray(shard.data).tolist()
+    return parts
+
+
+def checkpoint(directory: str) -> dict:
+    """Saves a tree spread over both processes, restores it onto two other layouts, and fails a save on purpose."""
+    import errno
+    from pathlib import Path
+
+    from funcnet import checkpoint as ck
+    from funcnet.checkpoint import format as fmt
+    from funcnet.checkpoint import storage
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    tree = sharded_tree(mesh)
+    path = Path(directory) / "ckpts" / "ckpt"
+    ck.save(path, tree, metadata={"step": 5})
+
+    read = []
+    original_read_file = fmt.read_file
+
+    def recording_read_file(directory, record, entry):
+        read.append(record["file"])
+        return original_read_file(directory, record, entry)
+
+    fmt.read_file = recording_read_file
+    same = ck.restore(path, like=tree).tree
+    read_same, read[:] = sorted(read), []
+    columns = {"w": NamedSharding(mesh, P(None, "data")), "b": NamedSharding(mesh, P("data")),
+               "key": NamedSharding(mesh, P()), "step": None, "host": None}
+    other = ck.restore(path, like=tree, shardings=columns).tree
+    read_other = sorted(read)
+    fmt.read_file = original_read_file
+
+    # A save in which process 1 cannot write its shards: every process raises, nothing is committed.
+    original_write_file = storage.write_file
+
+    def full_disk(path, chunks):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    if jax.process_index() == 1:
+        storage.write_file = full_disk
+    try:
+        ck.save(path, {**tree, "step": 6}, overwrite=True)
+        failure = None
+    except ck.CheckpointWriteError as error:
+        failure = str(error)
+    storage.write_file = original_write_file
+    fn.distributed.barrier("after the failed save")
+    kept = ck.restore(path, like=tree).tree
+    return {"same_w": _parts(same["w"]), "same_b": _parts(same["b"]), "read_same": read_same,
+            "same_key": np.asarray(jax.random.key_data(same["key"]).addressable_data(0)).tolist(),
+            "same_step": same["step"], "same_host": same["host"].tolist(),
+            "other_w": _parts(other["w"]), "other_b": _parts(other["b"]), "read_other": read_other,
+            "other_shardings": [str(other["w"].sharding.spec), str(other["b"].sharding.spec)],
+            "failure": failure, "kept_step": kept["step"], "leftovers": sorted(p.name for p in path.parent.iterdir())}
+
+
+SCENARIOS = {"basics": basics, "one_dies": one_dies, "checkpoint": checkpoint}
 
 if __name__ == "__main__":
     scenario, directory = sys.argv[1], sys.argv[2]

@@ -77,11 +77,15 @@ def _file_records(entries: list[dict]) -> list[dict]:
     return [record for entry in entries for record in entry.get("shards", [entry])]
 
 
-def _exchange(entries: list[dict], error: BaseException | None) -> list[str]:
-    """Fills in the digests of the files other processes wrote; returns every process's error text ("" if none)."""
+def _exchange(files: int, entries: list[dict], error: BaseException | None) -> list[str]:
+    """Fills in the digests of the files other processes wrote; returns every process's error text ("" if none).
+
+    Every process sends a table of the same size (``files`` rows), whether or not its writes
+    succeeded, so that the collective matches in all of them.
+    """
     records = _file_records(entries)
-    table = np.zeros((len(records), 33), np.uint8)  # a flag, then the 32-byte digest
-    for row, record in zip(table, records, strict=True):
+    table = np.zeros((files, 33), np.uint8)  # a flag, then the 32-byte digest
+    for row, record in zip(table, records, strict=False):  # no records when this process failed
         if record["sha256"] is not None:
             row[0], row[1:] = 1, np.frombuffer(bytes.fromhex(record["sha256"]), np.uint8)
     message = "" if error is None else f"{type(error).__name__}: {error}"
@@ -129,7 +133,8 @@ def commit(path: Path, records: list[tuple[dict, list]], manifest: dict, *, over
             (tmp / fmt.ARRAYS).mkdir()
         except (OSError, CheckpointWriteError) as caught:
             error = caught
-    told = _broadcast_text(_outcome(error) if error else json.dumps({"tmp": tmp.name}))
+    staged = "" if not primary else _outcome(error) if error else json.dumps({"tmp": tmp.name})
+    told = _broadcast_text(staged)  # process 0's, in every process
     if error is not None:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -141,7 +146,7 @@ def commit(path: Path, records: list[tuple[dict, list]], manifest: dict, *, over
         entries = fmt.write_arrays(tmp, records, make_directory=False)
     except OSError as caught:
         error = caught
-    errors = _exchange(entries, error)
+    errors = _exchange(sum(len(pieces) for _, pieces in records), entries, error)
     failed = [f"process {i}: {text}" for i, text in enumerate(errors) if text]
     if failed:
         if primary:

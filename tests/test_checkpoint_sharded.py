@@ -1,0 +1,108 @@
+"""Checkpoints of arrays spread over devices and processes (2 processes x 2 CPU devices, on 127.0.0.1).
+
+One 2-process run (tests/distributed_worker.py, scenario "checkpoint") saves a tree whose ``w`` is
+split by rows over the 4 devices, restores it in both processes onto the same and onto another
+layout, and fails a save on purpose in process 1; the tests here check what each process
+reported, and restore the same checkpoint in this single-device process.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from funcnet import checkpoint as ck
+from tests.checkpoint_helpers import read_manifest
+from tests.multiprocess import run_workers
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+W = np.arange(32, dtype=np.float32).reshape(8, 4)
+B = np.linspace(0, 1, 4, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("two_processes")
+    return directory, run_workers(WORKER, "checkpoint", directory, processes=2, devices=2, timeout=90)
+
+
+def _rows(parts: dict) -> dict:
+    return {name: np.array(values) for name, values in parts.items()}
+
+
+def test_each_process_restores_its_own_rows_reading_only_their_shards(run):
+    directory, results = run
+    manifest = read_manifest(directory / "ckpts" / "ckpt")
+    files = [s["file"] for s in {e["path"]: e for e in manifest["arrays"]}["['w']"]["shards"]]
+    for process, result in enumerate(results):
+        expected = {f"{2 * d + 4 * process}:{2 * d + 4 * process + 2},0:4": W[2 * d + 4 * process:][:2]
+                    for d in range(2)}
+        got = _rows(result["same_w"])
+        assert sorted(got) == sorted(expected)
+        for name, rows in expected.items():
+            np.testing.assert_array_equal(got[name], rows)
+        # w's two shards on this process's devices; b, key, step and host are whole files, read by all.
+        own = {files[2 * process], files[2 * process + 1]}
+        assert own <= set(result["read_same"]) and not (set(files) - own) & set(result["read_same"])
+        np.testing.assert_array_equal(np.array(result["same_b"]["0:4"]), B)
+        assert result["same_step"] == 5 and result["same_host"] == [1, 2, 3]
+        np.testing.assert_array_equal(result["same_key"], jax.random.key_data(jax.random.key(3)))
+
+
+def test_restore_onto_another_layout_of_the_same_devices(run):
+    _, results = run
+    for process, result in enumerate(results):
+        assert result["other_shardings"] == ["P(None, 'data')", "P('data',)"]
+        for name, values in result["other_w"].items():
+            col = int(name.split(",")[1].split(":")[0])
+            np.testing.assert_array_equal(np.array(values), W[:, col:col + 1])
+        assert sorted(result["other_w"]) == [f"0:8,{c}:{c + 1}" for c in (2 * process, 2 * process + 1)]
+        # Columns need rows from every shard: all four files of w were read.
+        assert len([f for f in result["read_other"] if f in result["read_same"]]) >= 2
+
+
+def test_the_manifest_holds_each_distinct_shard_once_with_its_checksum(run):
+    directory, _ = run
+    manifest = read_manifest(directory / "ckpts" / "ckpt")
+    entries = {e["path"]: e for e in manifest["arrays"]}
+    w = entries["['w']"]
+    assert [s["index"] for s in w["shards"]] == [[[r, r + 2], [0, 4]] for r in (0, 2, 4, 6)]
+    assert all(s["nbytes"] == 2 * 4 * 4 for s in w["shards"]) and "file" not in w
+    assert "shards" not in entries["['b']"] and "shards" not in entries["['key']"]  # replicated: saved whole
+    assert manifest["format_version"] == ck.FORMAT_VERSION
+
+
+def test_one_device_restores_the_two_process_checkpoint(run):
+    directory, _ = run
+    restored = ck.restore(directory / "ckpts" / "ckpt")
+    np.testing.assert_array_equal(np.asarray(restored.tree["w"]), W)
+    np.testing.assert_array_equal(np.asarray(restored.tree["b"]), B)
+    np.testing.assert_array_equal(jax.random.key_data(restored.tree["key"]), jax.random.key_data(jax.random.key(3)))
+    assert restored.tree["step"] == 5 and restored.metadata == {"step": 5}
+
+
+def test_a_failed_write_in_one_process_commits_nothing_anywhere(run):
+    _, results = run
+    for result in results:
+        assert result["failure"] is not None
+        assert "process 1: OSError: [Errno 28] No space left on device" in result["failure"]
+        assert "Nothing was committed; the previous checkpoint, if any, is untouched." in result["failure"]
+        assert result["kept_step"] == 5
+        assert result["leftovers"] == ["ckpt"]  # process 0 removed the staging directory
+
+
+def test_a_flipped_bit_in_one_shard_names_that_file(run, tmp_path):
+    directory, _ = run
+    copy = tmp_path / "ckpt"
+    shutil.copytree(directory / "ckpts" / "ckpt", copy)
+    shard = {e["path"]: e for e in read_manifest(copy)["arrays"]}["['w']"]["shards"][2]
+    data = bytearray((copy / shard["file"]).read_bytes())
+    data[5] ^= 1
+    (copy / shard["file"]).write_bytes(bytes(data))
+    with pytest.raises(ck.CheckpointCorruptError, match=rf"{shard['file']}: its SHA-256 does not match the manifest "
+                                                        r"\(array \['w'\]\)"):
+        ck.restore(copy)
