@@ -10,16 +10,13 @@ import os
 import sys
 import traceback
 
-from tests.multiprocess import report, start
-
-start()  # before anything else touches JAX
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import funcnet as fn
+from tests.multiprocess import report, start
 
 
 def basics(directory: str) -> dict:
@@ -124,10 +121,57 @@ def checkpoint(directory: str) -> dict:
             "failure": failure, "kept_step": kept["step"], "leftovers": sorted(p.name for p in path.parent.iterdir())}
 
 
-SCENARIOS = {"basics": basics, "one_dies": one_dies, "checkpoint": checkpoint}
+def train_state() -> dict:
+    """A small MLP's params, Adam state after one update, and a key: the same in every process."""
+    import optax
+
+    model = fn.serial(fn.Dense(8), fn.Relu(), fn.Dense(4))
+    _, params, _ = model.init(jax.random.key(0), (None, 6))
+    optimizer = optax.adam(1e-2)
+    grads = jax.tree.map(lambda p: p * 0.5 + 1.0, params)
+    updates, opt_state = optimizer.update(grads, optimizer.init(params), params)
+    return {"params": optax.apply_updates(params, updates), "opt_state": opt_state, "key": jax.random.key(11)}
+
+
+def _layout(tree: dict) -> dict:
+    """Each leaf's device count and partition spec (None where it is not a NamedSharding)."""
+    return {path: [len(leaf.sharding.device_set), str(getattr(leaf.sharding, "spec", None))]
+            for path, leaf in fn.checkpoint.tree.flatten_with_paths(tree)[0] if isinstance(leaf, jax.Array)}
+
+
+def _equal(tree: dict, reference: dict) -> bool:
+    data = [jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+            for x in jax.tree.leaves((tree, reference))]
+    half = len(data) // 2
+    return all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(data[:half], data[half:], strict=True))
+
+
+def four_devices(directory: str) -> dict:
+    """One process, four devices: save an FSDP-sharded state, restore it onto 2 devices and 1; restore a
+    one-device checkpoint (saved by the test) onto 2 devices."""
+    from pathlib import Path
+
+    from funcnet import checkpoint as ck
+
+    reference = train_state()
+    mesh4, mesh2 = Mesh(np.array(jax.devices()), ("data",)), Mesh(np.array(jax.devices()[:2]), ("data",))
+    sharded = fn.sharding.place(reference, fn.sharding.param_shardings(reference, mesh4, param_sharding="fsdp"))
+    ck.save(Path(directory) / "four", sharded)
+    onto_two = fn.sharding.param_shardings(reference, mesh2, param_sharding="fsdp")
+    two = ck.restore(Path(directory) / "four", like=reference, shardings=onto_two).tree
+    one = ck.restore(Path(directory) / "four", like=reference,
+                     shardings=jax.sharding.SingleDeviceSharding(jax.devices()[3])).tree
+    from_one = ck.restore(Path(directory) / "one", like=reference, shardings=onto_two).tree
+    return {"saved": _layout(sharded), "two": _layout(two), "one": _layout(one), "from_one": _layout(from_one),
+            "equal": [_equal(t, reference) for t in (two, one, from_one)],
+            "one_device": str(next(iter(one["key"].sharding.device_set)))}
+
+
+SCENARIOS = {"basics": basics, "one_dies": one_dies, "checkpoint": checkpoint, "four_devices": four_devices}
 
 if __name__ == "__main__":
     scenario, directory = sys.argv[1], sys.argv[2]
+    start()  # before JAX computes anything
     try:
         result = SCENARIOS[scenario](directory)
     except BaseException:  # noqa: BLE001 (any failure: report it and exit like a crash)

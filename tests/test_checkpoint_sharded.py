@@ -106,3 +106,30 @@ def test_a_flipped_bit_in_one_shard_names_that_file(run, tmp_path):
     with pytest.raises(ck.CheckpointCorruptError, match=rf"{shard['file']}: its SHA-256 does not match the manifest "
                                                         r"\(array \['w'\]\)"):
         ck.restore(copy)
+
+
+# --------------------------------------------------------------------------------------------
+# One process, four devices
+
+
+def test_four_devices_to_two_and_one_and_one_to_two(tmp_path):
+    """A process with 4 devices saves an FSDP-sharded train state and restores it onto 2 devices
+    and onto 1, and restores onto 2 devices a checkpoint this one-device process saved."""
+    from tests.distributed_worker import train_state
+
+    reference = train_state()
+    ck.save(tmp_path / "one", reference)
+    (result,) = run_workers(WORKER, "four_devices", tmp_path, processes=1, devices=4, timeout=60)
+    assert result["equal"] == [True, True, True]
+    w = "['params']['dense_0']['w']"  # (6, 8): FSDP splits the 8 columns
+    assert result["saved"][w] == [4, "P(None, 'data')"]
+    assert result["two"][w] == result["from_one"][w] == [2, "P(None, 'data')"]
+    assert result["one"][w] == [1, "None"] and result["one_device"] == "cpu:3"
+    assert result["two"]["['key']"] == [2, "P()"]
+    # Saved whole from one process: the same manifest entries as a one-device save, restorable here.
+    four, one = read_manifest(tmp_path / "four"), read_manifest(tmp_path / "one")
+    by_path = sorted(four["arrays"], key=lambda e: e["path"]), sorted(one["arrays"], key=lambda e: e["path"])
+    assert [{**e, "file": None} for e in by_path[0]] == [{**e, "file": None} for e in by_path[1]]
+    restored = ck.restore(tmp_path / "four", like=reference).tree
+    for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(reference["params"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
