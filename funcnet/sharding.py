@@ -130,6 +130,8 @@ def shard_batch(tree: Any, mesh: Mesh, data_axis: str = "data") -> Any:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return tree
+    if all(isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim) for a in leaves):
+        return tree  # already global arrays from an earlier shard_batch: nothing to place
     processes = jax.process_count()
     rows = int(np.shape(leaves[0])[0]) * processes
     check_divisible(rows, mesh, data_axis)
@@ -156,5 +158,8 @@ def _place_from_full_copy(array: Any, sharding: NamedSharding) -> jax.Array:
     """A global array from a value this process holds in full: each device takes its slice of it."""
     if isinstance(array, jax.Array) and array.sharding == sharding:
         return array
+    if isinstance(array, jax.Array) and jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        impl = jax.random.key_impl(array)  # a typed key: its key data placed, then wrapped again
+        return jax.random.wrap_key_data(_place_from_full_copy(jax.random.key_data(array), sharding), impl=impl)
     value = np.asarray(array)
     return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
