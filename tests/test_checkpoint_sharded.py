@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from funcnet import checkpoint as ck
-from tests.checkpoint_helpers import read_manifest
+from tests.checkpoint_helpers import edit_manifest, read_manifest, write_manifest
 from tests.multiprocess import run_workers
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -133,3 +133,79 @@ def test_four_devices_to_two_and_one_and_one_to_two(tmp_path):
     restored = ck.restore(tmp_path / "four", like=reference).tree
     for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(reference["params"]), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+# --------------------------------------------------------------------------------------------
+# Sharded entries, crafted in this process (no subprocess): reassembly and strict validation
+
+
+def _shard_rows(path: Path, rows: list[tuple[int, int]]) -> None:
+    """Rewrites ``w`` (8, 4) of the checkpoint at ``path`` as row shards, the way several processes save it."""
+    import hashlib
+
+    manifest = read_manifest(path)
+    entry = next(e for e in manifest["arrays"] if e["path"] == "['w']")
+    (path / entry.pop("file")).unlink()
+    entry.pop("sha256")
+    entry["shards"] = []
+    for i, (start, stop) in enumerate(rows):
+        raw = W[start:stop].astype("<f4").tobytes()
+        name = f"arrays/{100 + i:06d}.bin"
+        (path / name).write_bytes(raw)
+        entry["shards"].append({"index": [[start, stop], [0, 4]], "file": name, "nbytes": len(raw),
+                                "sha256": hashlib.sha256(raw).hexdigest()})
+    write_manifest(path, manifest)
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    path = ck.save(tmp_path / "c", {"w": jax.numpy.asarray(W), "b": B})
+    _shard_rows(path, [(0, 2), (2, 5), (5, 8)])
+    return path
+
+
+def test_shards_are_reassembled_on_one_device(sharded):
+    restored = ck.restore(sharded).tree
+    np.testing.assert_array_equal(np.asarray(restored["w"]), W)
+    assert isinstance(restored["w"], jax.Array)
+
+
+def _edit_w(path: Path, edit) -> None:
+    def change(manifest):
+        edit(next(e for e in manifest["arrays"] if e["path"] == "['w']"))
+
+    edit_manifest(path, change)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda e: e["shards"][1].update(index=[[1, 5], [0, 4]], nbytes=64), (r"the shards' intervals along axis 0 do "
+                                                                          r"not partition \[0, 8\)")),
+    (lambda e: e["shards"].pop(), (r"the shards' intervals along axis 0 do not partition \[0, 8\) \(\[\(0, 2\), "
+                                  r"\(2, 5\)\]\)")),
+    (lambda e: e["shards"][1].update(nbytes=40), (r"shard 1 claims 40 bytes but its index \[\[2, 5\], \[0, 4\]\] "
+                                                 r"needs 48")),
+    (lambda e: e["shards"][1].update(nbytes=48.0), r"shard 1 claims 48.0 bytes"),
+    (lambda e: e["shards"][2].update(file=e["shards"][0]["file"]), r"shard 2: file name .* is repeated"),
+    (lambda e: e["shards"][0].update(file="../outside.bin"), r"shard 0: file name '../outside.bin' is not of the form"),
+    (lambda e: e["shards"][0]["index"].__setitem__(1, [0, 5]), (r"shard 0: index .* is not a \[start, stop\) pair "
+                                                               r"within the shape \[8, 4\]")),
+    (lambda e: e.update(file="arrays/000009.bin"), r"a sharded array has 'shards' and no 'file' or 'sha256'"),
+    (lambda e: e.update(kind="numpy"), r"only non-empty JAX arrays and PRNG keys are saved in shards"),
+    (lambda e: e["shards"][0].update(extra=1), r"shard 0 must have exactly the fields"),
+], ids=["overlap", "missing", "nbytes", "nbytes_float", "repeated_file", "path_escape", "out_of_bounds", "file_too",
+        "numpy_kind", "unknown_field"])
+def test_crafted_shards_are_refused_naming_the_problem(sharded, edit, message):
+    _edit_w(sharded, edit)
+    with pytest.raises(ck.CheckpointCorruptError, match=r"manifest.json: array entry \d \(\"\['w'\]\"\): " + message):
+        ck.restore(sharded)
+
+
+def test_a_missing_or_truncated_shard_names_its_file(sharded):
+    shard = next(e for e in read_manifest(sharded)["arrays"] if e["path"] == "['w']")["shards"]
+    (sharded / shard[1]["file"]).write_bytes((sharded / shard[1]["file"]).read_bytes()[:-4])
+    with pytest.raises(ck.CheckpointCorruptError, match=rf"{shard[1]['file']}: truncated: expected 48 bytes, got 44 "
+                                                        r"\(array \['w'\]\)"):
+        ck.restore(sharded)
+    (sharded / shard[1]["file"]).unlink()
+    with pytest.raises(ck.CheckpointCorruptError, match=rf"{shard[1]['file']}: missing \(array \['w'\]\)"):
+        ck.restore(sharded)
