@@ -22,11 +22,17 @@ Manifest::
                  "key_impl": "threefry2x32",         # kind "key" only: the array holds key_data,
                  "key_dtype": "key<fry>", "key_shape": []}, ...]}
 
+An array spread over several processes is saved as its distinct shards instead: its entry has
+``"shards": [{"index": [[start, stop], ...], "file", "nbytes", "sha256"}, ...]`` and no ``file``
+or ``sha256`` of its own (:mod:`funcnet.checkpoint.shards`). Checkpoints without such arrays
+(every single-process save) are exactly as before.
+
 Reading is strict, and nothing is trusted before it is checked: the manifest's size is bounded
 and its checksum verified before it is parsed; every entry's fields, dtype (a fixed list: no
 object or void dtypes), shape, byte count and file name (``arrays/NNNNNN.bin``, no other paths)
 are validated; each file's size is compared with the byte count before it is read, and its
-SHA-256 after. Arrays are read as raw bytes into NumPy buffers: no pickle, no ``np.load``.
+SHA-256 after (each shard's alike). Arrays are read as raw bytes into NumPy buffers: no pickle, no
+``np.load``.
 
 The format version covers the manifest and the layout of the saved tree (which entries a layer's
 state or the training state holds). An older checkpoint is validated as written, then brought up
