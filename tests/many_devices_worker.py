@@ -19,12 +19,17 @@ if __name__ == "__main__":
 
 import functools
 import re
+import time
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import funcnet as fn
+from funcnet.training.loops import Batches, Carry, TrainLoop
+from funcnet.training.sharded import ShardedJit, make_layout
+from funcnet.training.step import build_program
 
 BATCH = 16  # the global batch: divides by 1, 2 and 4
 STEPS = 20
@@ -72,8 +77,10 @@ def train_steps(mesh, *, param_sharding=None, learning_rate=0.1, batch_slice=sli
     for i in range(STEPS):
         rows = slice(i * BATCH, (i + 1) * BATCH)
         batch = (x[rows][batch_slice], y[rows][batch_slice])
+        donated = params
         params, state, opt_state, logs = step(params, state, opt_state, batch, jax.random.key(i))
         losses.append(logs["loss"])
+    assert all(a.is_deleted() for a in jax.tree.leaves(donated)), "the step did not reuse the donated params"
     return np.asarray(losses), params, state, step
 
 
@@ -93,6 +100,16 @@ def check_train_step_matches_one_device():
     assert step._cache_size() == 1, f"compiled {step._cache_size()} times"
     leaf = jax.tree.leaves(params)[0]
     assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == jax.device_count()
+    n = jax.device_count()
+    if n > 1:
+        opt_state = fn.training.init_opt_state(params, "sgd", learning_rate=0.1)
+        x, y = toy_data(BATCH + 1)
+        try:
+            step(params, state, opt_state, (x, y), jax.random.key(0))
+        except ValueError as error:
+            assert f"has {BATCH + 1} examples, which do not divide evenly over the {n} devices" in str(error), error
+        else:
+            raise AssertionError("a batch of 17 examples was accepted on a mesh of several devices")
 
 
 def check_wrong_versions_break_the_tolerance():
@@ -138,27 +155,85 @@ def check_compiled_step_is_data_parallel():
         assert "all-reduce" in hlo
 
 
-def check_donation_and_errors():
+N_FIT = 50  # examples for fit: a ragged last batch (50 = 3 * 16 + 2) and rows that do not divide by 4
+
+
+def fit_run(mesh, **options):
+    """Two epochs of fit (shuffled, SGD, a padded last batch): the FitResult."""
     model = model_with_batchnorm_and_dropout()
     _, params, state = model.init(jax.random.key(0), (None, 4, 3))
-    mesh = data_mesh()
-    step = fn.make_train_step(model, LOSS, "sgd", learning_rate=0.1, mesh=mesh)
-    opt_state = fn.training.init_opt_state(params, "sgd", learning_rate=0.1)
-    x, y = toy_data(BATCH)
-    params, state, opt_state, _ = step(params, state, opt_state, (x, y), jax.random.key(0))
-    donated = params
-    params, state, opt_state, _ = step(params, state, opt_state, (x, y), jax.random.key(1))
-    assert all(a.is_deleted() for a in jax.tree.leaves(donated)), "the step did not reuse the donated params"
+    x, y = toy_data(N_FIT)
+    return fn.fit(model, params, state, x, y, loss=LOSS, optimizer="sgd", learning_rate=0.1, epochs=2,
+                  batch_size=BATCH, metrics=["accuracy"], verbose=0, mesh=mesh, **options)
+
+
+@functools.cache
+def one_device_fit():
+    return fit_run(None, mode="scan")
+
+
+def check_fit_matches_one_device_in_scan_and_host_modes():
+    """Scan mode (data resident, split over the devices, batches gathered by the global order) and
+    host batches placed shard by shard: the loss history and params of one device."""
+    reference = one_device_fit()
+    for options in ({"mode": "scan"}, {"mode": "step", "data_on_device": False}):
+        result = fit_run(data_mesh(), **options)
+        for name in ("loss", "accuracy"):
+            assert max_relative_difference(result.history[name], reference.history[name]) < RTOL, (name, options)
+        assert max_relative_difference(result.params, reference.params) < RTOL, options
+        assert max_relative_difference(result.state, reference.state) < RTOL, options
+    compiled = {key[0]: entry._cache_size() for key, entry in fn.training.cache._entries.items()
+                if isinstance(entry, ShardedJit)}
+    assert compiled and set(compiled.values()) == {1}, f"compiled more than once per function: {compiled}"
+
+
+def check_fit_scan_holds_1_over_n_of_the_data_and_computes_batch_over_n():
+    """The compiled epoch loop: each device holds its rows of the data and computes batch/N examples."""
     n = jax.device_count()
+    rows = 1000
+    layout = make_layout(data_mesh())
+    model = model_with_batchnorm_and_dropout()
+    _, params, state = model.init(jax.random.key(0), (None, 4, 3))
+    program = build_program(model, LOSS, "sgd", learning_rate=0.1)
+    loop = TrainLoop(program, Batches(rows, BATCH, masked=False), layout)
+    x, y = toy_data(rows)
+    data = layout.put_resident((x, y, None))
+    assert data[0].addressable_shards[0].data.shape == (rows // n, 4, 3)
+    outputs = jax.ShapeDtypeStruct((BATCH, 8), jnp.float32)
+    carry = Carry(params, state, program.init_opt_state(params), program.tracker.init(outputs), jnp.int32(0),
+                  jnp.int32(0))
+    order = fn.training.batch_order(jax.random.key(1), 0, rows, BATCH)
+    compiled = loop.scan_on_device().lower(carry, data, order, jax.random.key(2), jnp.int32(3)).compile()
+    hlo = compiled.as_text()
+    assert re.search(rf"f32\[{BATCH // n},16\]", hlo)
     if n > 1:
-        bad = BATCH + 1
+        assert not re.search(rf"f32\[{BATCH},16\]", hlo), "the whole batch's activations are computed on a device"
+        assert not re.search(rf"f32\[{rows},4,3\]", hlo), "the whole data set is gathered on a device"
+        assert compiled.memory_analysis().argument_size_in_bytes < (x.nbytes + y.nbytes) / n + 8 * 1024
+
+
+def check_uneven_batch_size_is_refused_and_evaluate_predict_match():
+    n = jax.device_count()
+    mesh = data_mesh()
+    reference = one_device_fit()
+    model = model_with_batchnorm_and_dropout()
+    x, y = toy_data(N_FIT)
+    if n > 1:
         try:
-            step(params, state, opt_state, (np.concatenate([x, x[:1]]), np.concatenate([y, y[:1]])),
-                 jax.random.key(2))
+            fn.fit(model, reference.params, reference.state, x, y, loss=LOSS, batch_size=BATCH + 2, mesh=mesh)
         except ValueError as error:
-            assert f"has {bad} examples, which do not divide evenly over the {n} devices" in str(error), error
+            assert f"`batch_size`={BATCH + 2} does not divide evenly over the {n} devices of mesh axis 'data'; use " \
+                f"a multiple of {n}" in str(error), error
         else:
-            raise AssertionError("a batch of 17 examples was accepted on a mesh of several devices")
+            raise AssertionError("fit accepted a batch size that does not divide by the device count")
+    args = (model, reference.params, reference.state, x)
+    expected = fn.evaluate(*args, y, loss=LOSS, metrics=["accuracy"], batch_size=BATCH)
+    got = fn.evaluate(*args, y, loss=LOSS, metrics=["accuracy"], batch_size=BATCH, mesh=mesh)
+    assert max_relative_difference(got, expected) < RTOL, (got, expected)
+    expected = fn.predict(*args, batch_size=BATCH)
+    got = fn.predict(*args, batch_size=BATCH, mesh=mesh, param_sharding="fsdp")
+    assert got.shape == (N_FIT, 8)
+    assert max_relative_difference(got, expected) < RTOL
 
 
 CHECKS = {name[len("check_"):]: f for name, f in sorted(globals().items()) if name.startswith("check_")}
@@ -167,8 +242,9 @@ CHECKS = {name[len("check_"):]: f for name, f in sorted(globals().items()) if na
 def main(names: list[str]) -> None:
     warnings.simplefilter("error")
     for name in names or CHECKS:
+        started = time.process_time()
         CHECKS[name]()
-        print("ok", name, flush=True)
+        print("ok", name, f"{time.process_time() - started:.1f}s", flush=True)
 
 
 if __name__ == "__main__":

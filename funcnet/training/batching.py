@@ -94,12 +94,14 @@ def gather(tree: Any, indices: Array) -> Any:
 
 
 def host_batches(data: tuple, order: np.ndarray, n: int, weights_needed: bool, start: int = 0,
-                 prefetch: int = 2) -> Iterator[tuple]:
+                 prefetch: int = 2, layout: Any = None) -> Iterator[tuple]:
     """Yields device batches ``(x, y, weights or None)`` gathered on the host in ``order``'s rows,
     from row ``start``.
 
     Copies to the device run ``prefetch`` batches ahead (``jax.device_put`` is asynchronous), so
-    the next batch moves while the current step runs.
+    the next batch moves while the current step runs. With a ``layout``
+    (:class:`funcnet.training.sharded.Layout`), each batch is split over its data axis, each
+    device receiving its own rows.
     """
     x, y, sample_weight = data
     batch_size = order.shape[1]
@@ -112,7 +114,7 @@ def host_batches(data: tuple, order: np.ndarray, n: int, weights_needed: bool, s
             weights = mask if sample_weight is None else mask * np.asarray(sample_weight)[idx]
         xb = jax.tree.map(lambda a: np.asarray(a)[idx], x)
         yb = jax.tree.map(lambda a: np.asarray(a)[idx], y)
-        return jax.device_put((xb, yb, weights))
+        return jax.device_put((xb, yb, weights)) if layout is None else layout.put("batch", (xb, yb, weights), None)
 
     queue: collections.deque = collections.deque()
     for row in range(start, order.shape[0]):

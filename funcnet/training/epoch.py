@@ -114,7 +114,8 @@ def make_driver(mode: str, loop: TrainLoop, data: tuple, order: Any, step_root: 
     on the host from row ``start``); ``chunk`` is the scan's steps per call.
     """
     if not on_device:
-        batches = host_batches(data, np.asarray(order), loop.batches.n, loop.batches.masked, start)
+        batches = host_batches(data, np.asarray(order), loop.batches.n, loop.batches.masked, start,
+                               layout=loop.layout)
         return HostSteps(loop.step_on_host(), batches, step_root)
     if mode == "step":
         return DeviceSteps(loop.step_on_device(), data, order, step_root)

@@ -21,21 +21,26 @@ import numpy as np
 from funcnet.core import Key, Layer, Params, State
 from funcnet.losses import label_kind
 from funcnet.metrics import Metric
-from funcnet.training.batching import RAGGED, batch_order, fit_keys, fits_on_device, num_batches
+from funcnet.training.batching import RAGGED, batch_order, fit_keys, num_batches
 from funcnet.training.callbacks import Callback, as_callbacks
 from funcnet.training.checks import check_labels, check_lengths
 from funcnet.training.epoch import make_driver, pauses, progress_chunk, stop_rows
 from funcnet.training.evaluate import (
-    Evaluator,
     as_arrays,
     check_batch_size,
+    check_mesh_batch_size,
+    data_fits,
     loss_display_name,
     metric_threshold,
     output_struct,
+    place_data,
+    validation_batch_size_for,
+    validation_evaluator,
 )
 from funcnet.training.loops import Batches, Carry, TrainLoop
 from funcnet.training.optimizers import FreezeSpec, Schedule, learning_rate_of
 from funcnet.training.progress import Progress
+from funcnet.training.sharded import make_layout
 from funcnet.training.state import FitResult, NonFiniteError, TrainState
 from funcnet.training.step import build_program
 
@@ -88,6 +93,9 @@ def fit(
     opt_state: Any = None,
     resume: TrainState | None = None,
     data_on_device: bool | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    data_axis: str = "data",
+    param_sharding: str | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``(x, y)`` for ``epochs`` epochs; returns the new params, state, opt_state and history.
 
@@ -141,6 +149,15 @@ def fit(
         data_on_device: put the data on the device once (default: when it takes less than half
             the device's free memory; always on the CPU); else batches are copied from the
             host, one step ahead.
+        mesh: a ``jax.sharding.Mesh`` to train data-parallel on (docs/guides/many-devices.md):
+            each batch is split over ``data_axis`` and XLA partitions the step; the batches, keys,
+            BatchNorm statistics and dropout masks are those of the one-device run, so the results
+            equal it to float32 rounding. Data kept on the devices is split over the data axis
+            too (each holds about 1/N); batches are gathered from it by the one global order.
+            ``batch_size`` (and ``validation_batch_size``) must divide by the data axis's size.
+        data_axis: the mesh axis batches are split over.
+        param_sharding: None (params and optimizer state replicated) or ``"fsdp"`` (split over
+            ``data_axis``, see :func:`funcnet.sharding.param_shardings`).
 
     Returns:
         :class:`funcnet.training.FitResult` ``(params, state, opt_state, history)``.
@@ -152,6 +169,8 @@ def fit(
     """
     _check_arguments(epochs, batch_size, ragged, mode, steps_per_call, max_bad_steps, validation_split,
                      validation_data)
+    layout = make_layout(mesh, data_axis, param_sharding)
+    check_mesh_batch_size(batch_size, layout)
     callbacks = as_callbacks(callbacks)
     train_state = _starting_point(resume, params, state, opt_state, key)
     key = train_state.key
@@ -175,10 +194,11 @@ def fit(
         _check_mid_epoch(train_state.batch, steps, train_state.epoch_metrics, program.tracker.init(outputs))
     evaluator = None
     if validation_data is not None:
-        evaluator = _validation(program, model, train_state.params, train_state.state, validation_data,
-                                validation_batch_size or max(batch_size, 256), kind, loss_name, data_on_device)
+        evaluator = validation_evaluator(program, model, train_state.params, train_state.state, validation_data,
+                                validation_batch_size or validation_batch_size_for(batch_size, layout), kind, loss_name,
+                                data_on_device, layout)
 
-    on_device = fits_on_device((x, y)) if data_on_device is None else data_on_device
+    on_device = data_fits((x, y), layout) if data_on_device is None else data_on_device
     mode = choose_mode(on_device) if mode == "auto" else mode
     if mode == "scan" and not on_device:
         raise ValueError("mode='scan' gathers batches on the device, but data_on_device is False; use mode='step'.")
@@ -188,8 +208,8 @@ def fit(
     train_state = _copy(train_state)
 
     loop = TrainLoop(program, Batches(n, batch_size, masked=(ragged == "pad" and n % batch_size != 0)
-                                      or sample_weight is not None))
-    data = jax.device_put((x, y, sample_weight)) if on_device else (x, y, sample_weight)
+                                      or sample_weight is not None), layout)
+    data = place_data((x, y, sample_weight), layout) if on_device else (x, y, sample_weight)
     summarize = loop.summarize()
     data_key, step_root = fit_keys(key)
     progress = Progress(verbose, epochs, steps, batch_size)
@@ -329,21 +349,6 @@ def _stop_if_bad(logs: dict, skip_nonfinite: bool, max_bad_steps: int, carry: Ca
             "parameters are still finite (error.train_state holds them). Check the data for NaN or infinity "
             "(np.isfinite(x).all()), lower the learning rate, or clip gradients "
             "(optax.chain(optax.clip_by_global_norm(1.0), optimizer)).", _mid_epoch(carry, epoch, key))
-
-
-def _validation(program: Any, model: Layer, params: Params, state: State, validation_data: Any, batch_size: int,
-                kind: str | None, loss_name: str, data_on_device: bool | None) -> Evaluator:
-    """Checks the validation data and builds its (compiled once) evaluator."""
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise ValueError("`validation_data` must be a tuple (x_val, y_val) or (x_val, y_val, weights).")
-    vx, vy = as_arrays(validation_data[0]), as_arrays(validation_data[1])
-    vw = None if len(validation_data) == 2 or validation_data[2] is None else np.asarray(validation_data[2])
-    check_lengths(vx, vy, vw, what="validation ")
-    check_batch_size(batch_size, "validation_batch_size")
-    outputs = output_struct(model, params, state, vx, batch_size)
-    check_labels(vy, outputs.shape, kind, loss_name=f"{loss_name} (validation data)")
-    on_device = fits_on_device((vx, vy)) if data_on_device is None else data_on_device
-    return Evaluator(program, vx, vy, vw, batch_size, on_device, outputs)
 
 
 def _mid_epoch(carry: Carry, epoch: int, key: Key) -> TrainState:

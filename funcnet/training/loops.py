@@ -21,6 +21,7 @@ import numpy as np
 from funcnet.core import Array, Key, Params, State
 from funcnet.training.batching import gather, padding_mask, step_key
 from funcnet.training.cache import cached
+from funcnet.training.sharded import Layout, jit_on
 from funcnet.training.step import TrainProgram
 
 __all__ = ["Batches", "Carry", "EvalLoop", "TrainLoop", "eval_order"]
@@ -68,12 +69,21 @@ def eval_order(n: int, batch_size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class TrainLoop:
-    """Builds the jitted functions one fit uses (each compiles once per shape)."""
+    """Builds the jitted functions one fit uses (each compiles once per shape).
+
+    With a ``layout`` (a device mesh), they are :class:`funcnet.training.sharded.ShardedJit`: the
+    carry placed as parameters (replicated or FSDP), the data and host batches split over the
+    data axis, and every batch gathered on the devices constrained to that split, so that each
+    device computes its part of it.
+    """
 
     program: TrainProgram
     batches: Batches
+    layout: Layout | None = None
 
     def apply(self, carry: Carry, x: Any, y: Any, weights: Array | None, step_root: Key) -> Carry:
+        if self.layout is not None:
+            x, y, weights = self.layout.constrain_batch((x, y, weights))
         key = step_key(step_root, carry.step)
         params, state, opt_state, loss, outputs, finite = self.program.update(
             carry.params, carry.state, carry.opt_state, x, y, weights, key)
@@ -89,7 +99,7 @@ class TrainLoop:
         def train_step_on_device(carry: Carry, data: tuple, order: Array, step_root: Key) -> Carry:
             return self.apply(carry, *self.batches.take(data, order, carry.row), step_root)
 
-        return jax.jit(train_step_on_device, donate_argnums=0)
+        return jit_on(self.layout, train_step_on_device, ("params", "batch", "replicated", "replicated"), 0, 0)
 
     def scan_on_device(self) -> Callable:
         """``(carry, data, order, step_root, length) -> carry``: ``length`` steps in one call.
@@ -105,7 +115,8 @@ class TrainLoop:
 
             return jax.lax.fori_loop(0, length, body, carry)
 
-        return jax.jit(train_steps_scan, donate_argnums=0)
+        return jit_on(self.layout, train_steps_scan, ("params", "batch", "replicated", "replicated", "replicated"), 0,
+                      0)
 
     def step_on_host(self) -> Callable:
         """``(carry, batch, step_root) -> carry`` for a batch ``(x, y, weights)`` already on the device."""
@@ -115,7 +126,7 @@ class TrainLoop:
         def train_step_on_host_batch(carry: Carry, batch: tuple, step_root: Key) -> Carry:
             return self.apply(carry, *batch, step_root)
 
-        return jax.jit(train_step_on_host_batch, donate_argnums=0)
+        return jit_on(self.layout, train_step_on_host_batch, ("params", "batch", "replicated"), 0, 0)
 
     def summarize(self) -> Callable:
         """``acc -> logs``: the running loss and metrics, plus the skip counters."""
@@ -132,10 +143,17 @@ class TrainLoop:
 
 @dataclasses.dataclass(frozen=True)
 class EvalLoop:
-    """Evaluation (accumulated metrics) and prediction (stacked outputs) over padded batches."""
+    """Evaluation (accumulated metrics) and prediction (stacked outputs) over padded batches
+    (data-parallel with a ``layout``, as :class:`TrainLoop`)."""
 
     program: TrainProgram
     batches: Batches
+    layout: Layout | None = None
+
+    def take(self, data: tuple, order: Array, row: Array) -> tuple[Any, Any, Array | None]:
+        """Batch ``row`` of ``order``, split over the data axis with a layout."""
+        batch = self.batches.take(data, order, row)
+        return batch if self.layout is None else self.layout.constrain_batch(batch)
 
     def evaluate_device(self) -> Callable:
         """``(params, state, acc, data, order) -> acc`` over every row of ``order`` in one call."""
@@ -144,12 +162,12 @@ class EvalLoop:
     def _evaluate_device(self) -> Callable:
         def evaluate_on_device(params: Params, state: State, acc: dict, data: tuple, order: Array) -> dict:
             def body(a: dict, row: Array) -> tuple[dict, None]:
-                x, y, weights = self.batches.take(data, order, row)
+                x, y, weights = self.take(data, order, row)
                 return self.program.evaluate(params, state, a, x, y, weights), None
 
             return jax.lax.scan(body, acc, jnp.arange(order.shape[0]))[0]
 
-        return jax.jit(evaluate_on_device)
+        return jit_on(self.layout, evaluate_on_device, ("params", "params", "params", "batch", "replicated"), 2)
 
     def evaluate_host(self) -> Callable:
         """``(params, state, acc, batch) -> acc`` for one batch already on the device."""
@@ -159,7 +177,7 @@ class EvalLoop:
         def evaluate_host_batch(params: Params, state: State, acc: dict, batch: tuple) -> dict:
             return self.program.evaluate(params, state, acc, *batch)
 
-        return jax.jit(evaluate_host_batch)
+        return jit_on(self.layout, evaluate_host_batch, ("params", "params", "params", "batch"), 2)
 
     def predict_device(self) -> Callable:
         """``(params, state, x, order) -> outputs`` of shape ``(rows * batch_size, ...)``."""
@@ -170,12 +188,15 @@ class EvalLoop:
 
         def predict_on_device(params: Params, state: State, x: Any, order: Array) -> Any:
             def body(_: None, indices: Array) -> tuple[None, Any]:
-                return None, model.apply(params, state, gather(x, indices), train=False)[0]
+                batch = gather(x, indices)
+                if self.layout is not None:
+                    batch = self.layout.constrain_batch(batch)
+                return None, model.apply(params, state, batch, train=False)[0]
 
             stacked = jax.lax.scan(body, None, order)[1]
             return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stacked)
 
-        return jax.jit(predict_on_device)
+        return jit_on(self.layout, predict_on_device, ("params", "params", "batch", "replicated"), "batch")
 
     def predict_host(self) -> Callable:
         """``(params, state, x) -> outputs`` for one batch already on the device."""
@@ -187,4 +208,4 @@ class EvalLoop:
         def predict_host_batch(params: Params, state: State, x: Any) -> Any:
             return model.apply(params, state, x, train=False)[0]
 
-        return jax.jit(predict_host_batch)
+        return jit_on(self.layout, predict_host_batch, ("params", "params", "batch"), "batch")

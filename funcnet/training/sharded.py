@@ -22,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-from jax.sharding import Mesh
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
 
 from funcnet.sharding import (
     PARAM_SHARDINGS,
@@ -67,9 +68,32 @@ class Layout:
             return shard_batch(value, self.mesh, self.data_axis)
         return place(value, sharding)
 
+    def put_resident(self, tree: Any) -> Any:
+        """Data kept on the devices for a whole run: its rows split over the data axis (each device holds
+        about 1/N of them), padded to a multiple of N with repeats of the first rows, which no batch
+        order draws (its indices stay below the true row count)."""
+        sharding = data_sharding(self.mesh, self.data_axis)
+        return jax.tree.map(lambda a: _rows_on_devices(a, sharding, self.size), tree)
+
     def constrain_batch(self, batch: Any) -> Any:
         """Inside a compiled function: ``batch`` split over the data axis (so each device computes its part)."""
         return jax.lax.with_sharding_constraint(batch, data_sharding(self.mesh, self.data_axis))
+
+
+def _rows_on_devices(array: Any, sharding: NamedSharding, size: int) -> jax.Array:
+    """``array`` split by rows with ``sharding``, padded to a multiple of ``size`` rows; each device
+    receives only its own rows (slices of the host array, not a padded copy of all of it)."""
+    n = array.shape[0]
+    if n % size == 0:
+        return jax.device_put(array, sharding)
+    host = np.asarray(array)
+    shape = (-(-n // size) * size,) + host.shape[1:]
+
+    def rows(index: tuple) -> np.ndarray:
+        wanted = np.arange(shape[0])[index[0]]
+        return host[wanted % n] if wanted[-1] >= n else host[wanted[0]:wanted[-1] + 1]
+
+    return jax.make_array_from_callback(shape, sharding, rows)
 
 
 def make_layout(mesh: Mesh | None, data_axis: str = "data", param_sharding: str | None = None) -> Layout | None:
