@@ -113,9 +113,12 @@ def leaf_record(path: str, leaf: Any) -> tuple[dict, list[tuple[Any, np.ndarray 
         else:
             entry["kind"] = "jax"
         if not leaf.is_fully_addressable:
+            # The same decision in every process: spread over processes (shards), or on another process's
+            # devices only (process 0 writes what it holds, so nobody writes this: the exchange says so).
             _check_dtype(path, np.dtype(leaf.dtype))
             entry.update(dtype=np.dtype(leaf.dtype).name, shape=list(leaf.shape))
-            return entry, shards.global_pieces(leaf)
+            spread = len({d.process_index for d in leaf.sharding.device_set}) > 1
+            return entry, shards.global_pieces(leaf) if spread else [(None, None)]
         data = np.asarray(leaf)
     elif isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
         kind = type(leaf).__name__ if type(leaf) in (bool, int, float) else None

@@ -72,9 +72,9 @@ def _raise_outcome(outcome: str, path: Path) -> None:
     raise CheckpointWriteError(f"cannot save checkpoint {path}: process 0 failed: {told['error']}: {told['message']}")
 
 
-def _file_records(entries: list[dict]) -> list[dict]:
-    """Each file's record (a whole array's entry or a shard), in file order."""
-    return [record for entry in entries for record in entry.get("shards", [entry])]
+def _file_records(entries: list[dict]) -> list[tuple[str, dict]]:
+    """Each file's tree path and record (a whole array's entry or a shard), in file order."""
+    return [(entry["path"], record) for entry in entries for record in entry.get("shards", [entry])]
 
 
 def _exchange(files: int, entries: list[dict], error: BaseException | None) -> list[str]:
@@ -85,7 +85,7 @@ def _exchange(files: int, entries: list[dict], error: BaseException | None) -> l
     """
     records = _file_records(entries)
     table = np.zeros((files, 33), np.uint8)  # a flag, then the 32-byte digest
-    for row, record in zip(table, records, strict=False):  # no records when this process failed
+    for row, (_, record) in zip(table, records, strict=False):  # no records when this process failed
         if record["sha256"] is not None:
             row[0], row[1:] = 1, np.frombuffer(bytes.fromhex(record["sha256"]), np.uint8)
     message = "" if error is None else f"{type(error).__name__}: {error}"
@@ -93,10 +93,12 @@ def _exchange(files: int, entries: list[dict], error: BaseException | None) -> l
     errors = [_decode(np.asarray(m)) for m in messages]
     if not any(errors):
         tables = np.asarray(tables)
-        for i, record in enumerate(records):
+        for i, (path, record) in enumerate(records):
             writers = np.flatnonzero(tables[:, i, 0])
-            if len(writers) != 1:  # a bug, never a user's mistake: refuse to commit a partial checkpoint
-                errors[0] = f"{record['file']} was written by {len(writers)} processes, not one"
+            if len(writers) != 1:  # never commit a partial checkpoint
+                errors[0] = (f"{path} ({record['file']}) was written by {len(writers)} processes, not one: an array "
+                             "on the devices of one process other than process 0 cannot be saved; place it on a "
+                             "mesh of every process, or on process 0")
                 break
             record["sha256"] = bytes(tables[writers[0], i, 1:]).hex()
     return errors
