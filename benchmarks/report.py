@@ -50,6 +50,16 @@ def step_tables(step: dict) -> str:
     return "\n\n".join(parts)
 
 
+def scale_tables(scale: dict) -> str:
+    """One table per network: steps per second and the ratio to one device without a mesh."""
+    parts = []
+    for model in scale.values():
+        rows = [[name, _f(r["steps_per_s"], 1), _f(r["ratio_to_one_device"])] for name, r in model["results"].items()]
+        parts.append(f"**{model['title']}**, blocks of {model['steps']} steps\n\n"
+                     + _table(["Run", "Steps/s (median)", "× one device, no mesh"], rows))
+    return "\n\n".join(parts)
+
+
 def epoch_table(epoch: dict, baseline: str = "baseline") -> str:
     rows = [[name, _f(r["epoch_s"], 3), _f(r["steps_per_s"], 0), _f(r["ratio_to_baseline"]),
              _f(r["first_call_s"], 1), str(r["compiles_while_timed"])]
@@ -81,4 +91,6 @@ def markdown(results: dict) -> str:
         parts.append("### Time to 99.0% MNIST test accuracy\n\n" + _table(
             ["Recipe", "What", "Seconds from process start", "Best test accuracy", "Epochs",
              "Data loaded at (s)", "Note"], rows))
+    if "scale" in results:
+        parts.append("### Many devices: the mesh switch on forced CPU devices\n\n" + scale_tables(results["scale"]))
     return "\n\n".join(parts)

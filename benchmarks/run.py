@@ -18,7 +18,10 @@ Benchmarks (``--only``, comma-separated):
   ``lax.scan`` epoch, a per-step jitted loop over host batches and PyTorch;
 * ``modes``: fit's ``"step"`` and ``"scan"`` modes (and ``steps_per_call``) on each network;
 * ``mnist``: wall time from process start to 99.0% MNIST test accuracy, funcnet's recipe next to
-  the seed's PyTorch and Keras recipes (``--mnist-dir``: the four original MNIST files).
+  the seed's PyTorch and Keras recipes (``--mnist-dir``: the four original MNIST files);
+* ``scale``: the MLP and CNN (of ``--models``) step and fit with ``mesh=`` on 1, 2 and 4 forced CPU
+  devices at the same global batch, each device count in its own process, as ratios to one
+  device without a mesh (see benchmarks/scale_bench.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-BENCHMARKS = ("step", "seq", "epoch", "modes", "mnist")
+BENCHMARKS = ("step", "seq", "epoch", "modes", "mnist", "scale")
 DEFAULT_STEPS = {"mlp": 40, "cnn": 15, "mlp_small": 200, "readme_cnn": 15}
 SEQ_STEPS = {"lstm": 20, "encoder": 5}
 
@@ -186,6 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks import mnist_bench
 
         results["mnist"] = mnist_bench.run(args, log)
+    if "scale" in args.only:
+        from benchmarks import scale_bench
+
+        results["scale"] = scale_bench.run(models, args.steps, args.repeats, log, args.smoke)
     results["load_average_at_end"] = load_average()
     log("\n" + report.markdown(results))
     if args.out:
