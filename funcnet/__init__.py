@@ -6,7 +6,7 @@ combinators compose them into models; training uses ``jax.grad``, ``jax.jit`` an
 
 from importlib.metadata import version as _version
 
-from funcnet import architecture, checkpoint, data, layers, losses, metrics, sharding, training
+from funcnet import architecture, checkpoint, data, distributed, layers, losses, metrics, sharding, training
 from funcnet.combinators import (
     FanInConcat,
     FanInSum,
@@ -70,6 +70,7 @@ __all__ = [  # noqa: PLE0604 (layers.__all__ is a list of names)
     "NonFiniteError", "Callback", "EarlyStopping", "KeepBest", "EpochHook", "plot_history",
     # submodules
     "architecture", "checkpoint", "data", "layers", "losses", "metrics", "sharding", "training",
+    "distributed",
     # layers
     *layers.__all__,
 ]

@@ -16,6 +16,7 @@ predict_fn summary count_params penalty generate
 fit evaluate predict make_train_step make_eval_step TrainState FitResult NonFiniteError
 Callback EarlyStopping KeepBest EpochHook plot_history
 architecture checkpoint data layers losses metrics sharding training
+distributed
 Dense Dropout Flatten Reshape Identity
 Relu LeakyRelu Elu Gelu Silu Sigmoid Tanh Softmax LogSoftmax ACTIVATIONS
 relu leaky_relu elu gelu silu sigmoid tanh softmax log_softmax
@@ -27,7 +28,8 @@ RMSNorm MultiHeadAttention PositionalEmbedding SinusoidalEncoding TransformerEnc
 """.split())  # noqa: SIM905 (one line per group reads better than a list)
 
 MODULES = ["funcnet", "funcnet.layers", "funcnet.losses", "funcnet.metrics", "funcnet.training", "funcnet.data",
-           "funcnet.checkpoint", "funcnet.architecture", "funcnet.sharding"]
+           "funcnet.checkpoint", "funcnet.architecture", "funcnet.sharding",
+           "funcnet.distributed"]
 
 
 def test_top_level_api_is_the_snapshot():

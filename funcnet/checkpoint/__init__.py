@@ -28,7 +28,17 @@ modifies the caller's arrays; a newer format version is a clear error; ``overwri
 replaces only a funcnet checkpoint, never a folder or file of the user's; no link or special file
 inside a checkpoint is followed or read (:mod:`funcnet.checkpoint.layout`); a restore racing a
 writer returns a whole checkpoint or :class:`CheckpointBusyError`, never a false corruption report
-(docs: "Safety and concurrency").
+(docs: "Safety and concurrency"); every guarantee holds for each shard of a sharded array.
+
+Many devices and processes: an array on several devices of one process is saved whole (the
+checkpoint is the same as from one device); in a ``jax.distributed`` run every process calls
+``save`` with the same tree, each writes the shards it holds of the arrays spread over processes,
+and process 0 commits (:mod:`funcnet.checkpoint.multihost`). ``restore(..., shardings=...)`` (or
+``like`` leaves with shardings) places the arrays on any device count and layout, each process
+reading only what its devices hold (:mod:`funcnet.checkpoint.placement`)::
+
+    restored = checkpoint.restore("runs/ckpt", like=state,
+                                  shardings=fn.sharding.param_shardings(state, mesh, param_sharding="fsdp"))
 
 Why not orbax-checkpoint for the storage. Orbax (0.12.8, tried first) does give atomic commits,
 but it could not meet the other requirements without re-implementing them around it: a flipped
@@ -38,8 +48,9 @@ that names an internal spec, not the damaged file, and several arrays share one 
 per-file message is impossible; it casts dtypes silently on restore; and a crafted binary is
 parsed by C++ code whose rejection we cannot specify or test. The format here is small (one JSON
 manifest, one raw little-endian file per array), every byte read is checked, and every failure
-names the file. Orbax remains the right tool for multi-host sharded arrays, which this format
-refuses with a message saying so.
+names the file. Arrays spread over processes are saved as one file per distinct shard, each with
+its checksum (:mod:`funcnet.checkpoint.shards`), which keeps those guarantees; orbax remains the
+tool for asynchronous saves and for arrays too large for one file per shard.
 """
 
 from funcnet.checkpoint.callback import CheckpointCallback

@@ -22,11 +22,17 @@ Manifest::
                  "key_impl": "threefry2x32",         # kind "key" only: the array holds key_data,
                  "key_dtype": "key<fry>", "key_shape": []}, ...]}
 
+An array spread over several processes is saved as its distinct shards instead: its entry has
+``"shards": [{"index": [[start, stop], ...], "file", "nbytes", "sha256"}, ...]`` and no ``file``
+or ``sha256`` of its own (:mod:`funcnet.checkpoint.shards`). Checkpoints without such arrays
+(every single-process save) are exactly as before.
+
 Reading is strict, and nothing is trusted before it is checked: the manifest's size is bounded
 and its checksum verified before it is parsed; every entry's fields, dtype (a fixed list: no
 object or void dtypes), shape, byte count and file name (``arrays/NNNNNN.bin``, no other paths)
 are validated; each file's size is compared with the byte count before it is read, and its
-SHA-256 after. Arrays are read as raw bytes into NumPy buffers: no pickle, no ``np.load``.
+SHA-256 after (each shard's alike). Arrays are read as raw bytes into NumPy buffers: no pickle, no
+``np.load``.
 
 The format version covers the manifest and the layout of the saved tree (which entries a layer's
 state or the training state holds). An older checkpoint is validated as written, then brought up
@@ -40,18 +46,19 @@ import hashlib
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from funcnet.checkpoint import layout, storage
+from funcnet.checkpoint import layout, shards, storage
 from funcnet.checkpoint.errors import CheckpointCorruptError, CheckpointVersionError
 from funcnet.checkpoint.migrations import MIGRATIONS
+from funcnet.checkpoint.validation import DTYPES as _DTYPES
+from funcnet.checkpoint.validation import PYTHON_TYPES as _PYTHON_TYPES
+from funcnet.checkpoint.validation import manifest_problem
 
 FORMAT = "funcnet.checkpoint"
 #: The format version this funcnet writes; older versions are read through :data:`MIGRATIONS`.
@@ -62,21 +69,7 @@ ARRAYS = "arrays"
 #: Manifests larger than this are refused unread (a corrupt or hostile file).
 MAX_MANIFEST_BYTES = 256 * 2**20
 
-_FILE_NAME = re.compile(r"^arrays/\d{6}\.bin$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-_DTYPES: dict[str, np.dtype] = {
-    np.dtype(t).name: np.dtype(t)
-    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-              np.float16, np.float32, np.float64, np.complex64, np.complex128, jnp.bfloat16,
-              jnp.float8_e4m3fn, jnp.float8_e5m2)
-}
-#: Each PRNG implementation's key dtype and number of uint32 words per key.
-_KEY_IMPLS = {"threefry2x32": ("key<fry>", 2), "rbg": ("key<rbg>", 4), "unsafe_rbg": ("key<urbg>", 4)}
-_PYTHON_TYPES = {"bool": bool, "int": int, "float": float}
-_PYTHON_DTYPES = {"bool": "bool", "int": "int64", "float": "float64"}
-_KINDS = ("jax", "numpy", "python", "key")
-_ENTRY_FIELDS = {"path", "file", "kind", "dtype", "shape", "nbytes", "sha256"}
-_OPTIONAL_FIELDS = {"numpy_scalar", "python_type", "key_impl", "key_dtype", "key_shape"}
+
 
 
 def versions() -> dict[str, str]:
@@ -99,27 +92,34 @@ def versions() -> dict[str, str]:
 # Writing
 
 
-def leaf_record(path: str, leaf: Any) -> tuple[dict, np.ndarray]:
-    """The manifest entry (without file and checksum) and the NumPy data of one leaf.
+def leaf_record(path: str, leaf: Any) -> tuple[dict, list[tuple[Any, np.ndarray | None]]]:
+    """The manifest entry (without files and checksums) of one leaf, and the pieces to write.
 
-    The data is read, never written: for NumPy leaves it is the caller's own array, for JAX
-    leaves a host copy.
+    The pieces are ``[(None, data)]`` for a leaf saved whole, or ``[(index, data), ...]`` for the
+    shards of an array spread over several processes (:mod:`funcnet.checkpoint.shards`); ``data``
+    is None where another process writes that piece (in a multi-process run, process 0 writes
+    the leaves every process holds whole). The data is read, never written: for NumPy leaves it is
+    the caller's own array, for JAX leaves a host copy.
     """
     entry: dict[str, Any] = {"path": path}
     if isinstance(leaf, jax.Array):
         if leaf.is_deleted():
             raise ValueError(f"cannot save {path}: the array was deleted (donated to a jitted step?); save the "
                              "values the step returned.")
-        if not leaf.is_fully_addressable:
-            raise ValueError(f"cannot save {path}: the array spans several processes; funcnet checkpoints hold "
-                             "arrays one process can read (use orbax-checkpoint for multi-host arrays).")
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             entry.update(kind="key", key_impl=str(jax.random.key_impl(leaf)), key_dtype=str(leaf.dtype),
                          key_shape=list(leaf.shape))
-            data = np.asarray(jax.random.key_data(leaf))
+            leaf = jax.random.key_data(leaf)
         else:
             entry["kind"] = "jax"
-            data = np.asarray(leaf)
+        if not leaf.is_fully_addressable:
+            # The same decision in every process: spread over processes (shards), or on another process's
+            # devices only (process 0 writes what it holds, so nobody writes this: the exchange says so).
+            _check_dtype(path, np.dtype(leaf.dtype))
+            entry.update(dtype=np.dtype(leaf.dtype).name, shape=list(leaf.shape))
+            spread = len({d.process_index for d in leaf.sharding.device_set}) > 1
+            return entry, shards.global_pieces(leaf) if spread else [(None, None)]
+        data = np.asarray(leaf)
     elif isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.generic):
         kind = type(leaf).__name__ if type(leaf) in (bool, int, float) else None
         if kind is None:
@@ -134,11 +134,15 @@ def leaf_record(path: str, leaf: Any) -> tuple[dict, np.ndarray]:
         if isinstance(leaf, np.generic):
             entry["numpy_scalar"] = True
         data = np.asarray(leaf)
-    if data.dtype.name not in _DTYPES or data.dtype != _DTYPES[data.dtype.name]:
-        raise TypeError(f"cannot save {path}: dtype {data.dtype} is not supported (numbers and bool only; "
-                        f"supported: {sorted(_DTYPES)}).")
+    _check_dtype(path, data.dtype)
     entry.update(dtype=data.dtype.name, shape=list(data.shape))
-    return entry, data
+    return entry, [(None, data if jax.process_index() == 0 else None)]
+
+
+def _check_dtype(path: str, dtype: np.dtype) -> None:
+    if dtype.name not in _DTYPES or dtype != _DTYPES[dtype.name]:
+        raise TypeError(f"cannot save {path}: dtype {dtype} is not supported (numbers and bool only; "
+                        f"supported: {sorted(_DTYPES)}).")
 
 
 def little_endian_bytes(data: np.ndarray) -> np.ndarray:
@@ -150,16 +154,32 @@ def little_endian_bytes(data: np.ndarray) -> np.ndarray:
     return flat.view(np.uint8)
 
 
-def write_arrays(directory: Path, records: list[tuple[dict, np.ndarray]], writer=None) -> list[dict]:
-    """Writes each array to ``arrays/NNNNNN.bin`` with its SHA-256; returns the completed entries."""
+def write_arrays(directory: Path, records: list[tuple[dict, list]], writer=None, *, make_directory: bool = True
+                 ) -> list[dict]:
+    """Writes each piece this process holds to ``arrays/NNNNNN.bin`` (numbered over all pieces of all
+    processes alike) with its SHA-256; returns the completed entries (``sha256`` None for pieces
+    other processes write)."""
     writer = writer or storage.write_file
-    (directory / ARRAYS).mkdir()
-    entries = []
-    for index, (entry, data) in enumerate(records):
-        raw = little_endian_bytes(data)
-        name = f"{ARRAYS}/{index:06d}.bin"
-        writer(directory / name, [raw])
-        entries.append({**entry, "file": name, "nbytes": int(raw.size), "sha256": hashlib.sha256(raw).hexdigest()})
+    if make_directory:
+        (directory / ARRAYS).mkdir()
+    entries, number = [], 0
+    for entry, pieces in records:
+        itemsize = _DTYPES[entry["dtype"]].itemsize
+        files = []
+        for index, data in pieces:
+            name = f"{ARRAYS}/{number:06d}.bin"
+            number += 1
+            digest = None
+            if data is not None:
+                raw = little_endian_bytes(data)
+                writer(directory / name, [raw])
+                digest = hashlib.sha256(raw).hexdigest()
+            size = (math.prod(entry["shape"]) if index is None else shards.volume(index)) * itemsize
+            where = {} if index is None else {"index": [list(r) for r in index]}
+            files.append({**where, "file": name, "nbytes": size, "sha256": digest})
+        whole = pieces[0][0] is None
+        entries.append({**entry, **files[0]} if whole else
+                       {**entry, "nbytes": math.prod(entry["shape"]) * itemsize, "shards": files})
     storage.fsync_dir(directory / ARRAYS)
     return entries
 
@@ -232,7 +252,9 @@ def read_manifest(directory: Path) -> dict:
             f"checkpoint {directory} has format version {version} (written by funcnet {written_by}); this funcnet "
             f"reads format versions up to {FORMAT_VERSION}. Upgrade funcnet to load it."
         )
-    _validate(directory, manifest)
+    problem = manifest_problem(manifest)
+    if problem:
+        raise _corrupt(directory, MANIFEST, problem)
     return migrate(directory, manifest)
 
 
@@ -258,100 +280,9 @@ def migrate(directory: Path, manifest: dict) -> dict:
     return manifest if written == FORMAT_VERSION else {**manifest, "migrated_from": written}
 
 
-def _validate(directory: Path, manifest: dict) -> None:
-    """Checks every field's type and range, so that nothing later meets a value it cannot use."""
-    from funcnet.checkpoint import tree as tree_lib
-
-    def bad(detail: str) -> CheckpointCorruptError:
-        return _corrupt(directory, MANIFEST, detail)
-
-    for key, kind in (("metadata", dict), ("arrays", list), ("tree", dict), ("versions", dict)):
-        if not isinstance(manifest.get(key), kind):
-            raise bad(f"'{key}' is missing or not a {kind.__name__}.")
-    if manifest.get("architecture") is not None and not isinstance(manifest["architecture"], dict):
-        raise bad("'architecture' is not an object.")
-    paths, files = set(), set()
-    for i, entry in enumerate(manifest["arrays"]):
-        if not isinstance(entry, dict) or not _ENTRY_FIELDS <= set(entry):
-            raise bad(f"array entry {i} lacks some of {sorted(_ENTRY_FIELDS)}.")
-        where = f"array entry {i} ({entry['path']!r})"
-        if not isinstance(entry["path"], str) or entry["path"] in paths:
-            raise bad(f"{where}: path is not a string or repeated.")
-        problem = _entry_problem(entry, files)
-        if problem:
-            raise bad(f"{where}: {problem}")
-        paths.add(entry["path"])
-        files.add(entry["file"])
-    try:
-        leaf_paths = tree_lib.leaf_paths(manifest["tree"])
-    except CheckpointCorruptError as error:
-        raise bad(str(error)) from None
-    if sorted(leaf_paths) != sorted(paths) or len(set(leaf_paths)) != len(leaf_paths):
-        raise bad("the tree's leaves and the array entries do not match.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _entry_problem(entry: dict, files: set[str]) -> str | None:
-    """What is wrong with one array entry (types checked first, then ranges and agreement), or None."""
-    unknown = sorted(set(entry) - _ENTRY_FIELDS - _OPTIONAL_FIELDS)
-    if unknown:
-        return f"unknown fields {unknown}."
-    if not isinstance(entry["file"], str) or not _FILE_NAME.match(entry["file"]) or entry["file"] in files:
-        return f"file name {entry['file']!r} is not of the form arrays/NNNNNN.bin or is repeated."
-    dtype, kind, shape = entry["dtype"], entry["kind"], entry["shape"]
-    if not isinstance(dtype, str) or dtype not in _DTYPES:
-        return (f"dtype {dtype!r} is not allowed (one of {sorted(_DTYPES)}; object and other non-numeric dtypes "
-                "are never loaded).")
-    if not isinstance(shape, list) or len(shape) > 64 or not all(_is_int(d) and 0 <= d < 2**62 for d in shape):
-        return f"shape {shape!r} is not a list of non-negative integers."
-    expected = math.prod(shape) * _DTYPES[dtype].itemsize
-    if not _is_int(entry["nbytes"]) or entry["nbytes"] != expected:
-        return f"claims {entry['nbytes']!r} bytes but shape {shape} of {dtype} needs {expected} (an integer)."
-    if not isinstance(entry["sha256"], str) or not _SHA.match(entry["sha256"]):
-        return "sha256 is not 64 hex digits."
-    if not isinstance(kind, str) or kind not in _KINDS:
-        return f"unknown kind {kind!r} (one of {list(_KINDS)})."
-    if "numpy_scalar" in entry and (kind != "numpy" or entry["numpy_scalar"] is not True or shape != []):
-        return "numpy_scalar must be true, and only for a 0-d NumPy value."
-    if kind == "python":
-        return _python_problem(entry)
-    if kind == "key":
-        return _key_problem(entry)
-    if {"python_type", "key_impl", "key_dtype", "key_shape"} & set(entry):
-        return f"a {kind} array has fields of another kind."
-    return None
-
-
-def _python_problem(entry: dict) -> str | None:
-    """A Python number has a known python_type, shape [] and that type's dtype (an int is int64)."""
-    python_type = entry.get("python_type")
-    if not isinstance(python_type, str) or python_type not in _PYTHON_TYPES or entry["shape"] != []:
-        return (f"a Python number needs python_type in {sorted(_PYTHON_TYPES)} and shape [], got {python_type!r} "
-                f"and {entry['shape']}.")
-    if entry["dtype"] != _PYTHON_DTYPES[python_type]:
-        return f"a Python {python_type} is stored as {_PYTHON_DTYPES[python_type]}, not {entry['dtype']}."
-    return None
-
-
-def _key_problem(entry: dict) -> str | None:
-    """A PRNG key's impl, key dtype and shapes agree (the data is its ``key_data``: key_shape + [words])."""
-    impl, key_dtype, key_shape = entry.get("key_impl"), entry.get("key_dtype"), entry.get("key_shape")
-    if not isinstance(impl, str) or impl not in _KEY_IMPLS:
-        return f"a PRNG key needs key_impl in {list(_KEY_IMPLS)}, got {impl!r}."
-    expected_dtype, words = _KEY_IMPLS[impl]
-    if key_dtype != expected_dtype:
-        return f"a {impl} PRNG key has key_dtype {expected_dtype!r}, got {key_dtype!r}."
-    if entry["dtype"] != "uint32" or not isinstance(key_shape, list) or entry["shape"] != [*key_shape, words]:
-        return (f"a {impl} PRNG key needs uint32 key data of shape key_shape + [{words}], got "
-                f"{entry['dtype']}{entry['shape']} with key_shape {key_shape!r}.")
-    return None
-
-
 def read_array(directory: Path, entry: dict) -> np.ndarray:
-    """Reads one array, after checking the file's size, and verifies its SHA-256.
+    """Reads one whole array (a sharded one from all its shards), checking each file's size before
+    reading it and its SHA-256 after.
 
     An entry a migration added (with ``value``, no file) is that constant.
 
@@ -361,27 +292,37 @@ def read_array(directory: Path, entry: dict) -> np.ndarray:
     """
     if "value" in entry:  # added by a migration: no file
         return np.full(entry["shape"], entry["value"], _DTYPES[entry["dtype"]])
+    if "shards" in entry:
+        pieces = [(tuple(map(tuple, s["index"])), read_file(directory, s, entry)) for s in entry["shards"]]
+        return shards.assemble(shards.whole(entry["shape"]), pieces, _DTYPES[entry["dtype"]])
+    return read_file(directory, entry, entry)
+
+
+def read_file(directory: Path, record: dict, entry: dict) -> np.ndarray:
+    """Reads and verifies the file of ``record`` (a whole array's entry or one shard of ``entry``)."""
     what = f"array {entry['path']}"
     try:
-        f = layout.open_regular(directory, entry["file"])
+        f = layout.open_regular(directory, record["file"])
     except FileNotFoundError as error:
-        raise _corrupt(directory, entry["file"], f"missing ({what}).") from error
+        raise _corrupt(directory, record["file"], f"missing ({what}).") from error
     with f:
         size = os.fstat(f.fileno()).st_size
-        if size != entry["nbytes"]:
-            state = "truncated" if size < entry["nbytes"] else "longer than recorded"
-            raise _corrupt(directory, entry["file"], f"{state}: expected {entry['nbytes']} bytes, got {size} "
+        if size != record["nbytes"]:
+            state = "truncated" if size < record["nbytes"] else "longer than recorded"
+            raise _corrupt(directory, record["file"], f"{state}: expected {record['nbytes']} bytes, got {size} "
                            f"({what}).")
-        buffer = np.empty(entry["nbytes"], np.uint8)
+        buffer = np.empty(record["nbytes"], np.uint8)
         read = f.readinto(memoryview(buffer))
-    if read != entry["nbytes"]:
-        raise _corrupt(directory, entry["file"], f"truncated: expected {entry['nbytes']} bytes, got {read} ({what}).")
-    if hashlib.sha256(buffer).hexdigest() != entry["sha256"]:
-        raise _corrupt(directory, entry["file"], f"its SHA-256 does not match the manifest ({what}): the data "
+    if read != record["nbytes"]:
+        raise _corrupt(directory, record["file"], f"truncated: expected {record['nbytes']} bytes, got {read} "
+                       f"({what}).")
+    if hashlib.sha256(buffer).hexdigest() != record["sha256"]:
+        raise _corrupt(directory, record["file"], f"its SHA-256 does not match the manifest ({what}): the data "
                        "was altered or damaged (a flipped bit?).")
     dtype = _DTYPES[entry["dtype"]]
     little = dtype.newbyteorder("<") if dtype.itemsize > 1 and dtype.byteorder != "|" else dtype
-    array = buffer.view(little).reshape(entry["shape"])
+    shape = [b - a for a, b in record["index"]] if "index" in record else entry["shape"]
+    array = buffer.view(little).reshape(shape)
     return array.astype(dtype, copy=False) if little != dtype else array
 
 

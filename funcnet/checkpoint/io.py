@@ -13,7 +13,7 @@ import jax
 
 from funcnet import architecture as arch
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import layout, storage
+from funcnet.checkpoint import layout, multihost, placement, storage
 from funcnet.checkpoint import targets as target_lib
 from funcnet.checkpoint import tree as tree_lib
 from funcnet.checkpoint.errors import (
@@ -45,6 +45,12 @@ def save(
     flushed to disk and renamed; a crash leaves the previous state intact (see
     :mod:`funcnet.checkpoint.storage`). ``tree`` is only read, never modified.
 
+    Arrays on several devices of this process are saved whole, as from one device. In a run of
+    several processes (``jax.distributed``) every process must call ``save`` with the same tree:
+    each writes the shards it holds of the arrays spread over processes, and process 0 writes the
+    leaves every process holds whole (NumPy arrays, Python numbers, process-local JAX arrays:
+    they must be equal in all processes) and commits (:mod:`funcnet.checkpoint.multihost`).
+
     Args:
         path: the checkpoint directory to create.
         tree: a pytree of dicts, lists, tuples, NamedTuples (optax states) and None, with JAX or
@@ -70,10 +76,11 @@ def save(
             array, a custom pytree node), or for metadata that is not JSON.
         FileExistsError: ``path`` exists and ``overwrite`` is false, or ``path`` is not a funcnet
             checkpoint (the message says why); nothing is touched.
-        CheckpointWriteError: the file system refused (read-only, disk full); nothing is committed.
+        CheckpointWriteError: the file system refused (read-only, disk full), in any of the
+            processes; nothing is committed.
     """
     path = Path(path)
-    skeleton, leaves = tree_lib.encode(tree)
+    skeleton, leaves = tree_lib.encode(tree)  # every process checks the same tree: errors are raised in all
     records = [fmt.leaf_record(leaf_path, leaf) for leaf_path, leaf in leaves]
     if input_shape is not None and model is None:
         raise ValueError("save: `input_shape` describes the model; pass `model=` with it.")
@@ -94,6 +101,10 @@ def save(
         fmt.dumps(manifest)
     except (TypeError, ValueError) as error:
         raise TypeError(f"save: `metadata` must hold JSON values (numbers, strings, lists, dicts): {error}.") from error
+
+    if jax.process_count() > 1:
+        multihost.commit(path, records, manifest, overwrite=overwrite)
+        return path
 
     def write(directory: Path) -> None:
         manifest["arrays"] = fmt.write_arrays(directory, records)
@@ -153,6 +164,7 @@ def restore(
     *,
     model: Layer | None = None,
     optimizer: Any = None,
+    shardings: Any = None,
 ) -> Restored:
     """Loads a checkpoint written by :func:`save`, after checking everything it can first.
 
@@ -178,6 +190,12 @@ def restore(
             ``make_optimizer`` with the train step's arguments); the optimizer state is restored
             into the structure of ``funcnet.training.init_opt_state(params, optimizer)`` (an
             ``OptState``) when it was saved as one, else of ``optimizer.init(params)``.
+        shardings: where JAX leaves go: one ``jax.sharding.Sharding`` for all of them, or a
+            pytree of the target's structure with a sharding or None per leaf (e.g.
+            ``fn.param_shardings(like, mesh)``); None takes each ``like`` leaf's ``.sharding``, else
+            the default device. Any device count and layout, whatever the saved one; with a
+            sharding spread over processes, each process reads only the files its devices need
+            (call ``restore`` in every process).
 
     Without ``like``, the structure is the saved one: dicts, lists, tuples, and NamedTuples as
     their original optax/funcnet classes (a stand-in NamedTuple for other classes).
@@ -199,7 +217,7 @@ def restore(
     while True:
         before = storage.identity(directory)
         try:
-            return _restore_once(directory, like, model, optimizer)
+            return _restore_once(directory, like, model, optimizer, shardings)
         except (CheckpointCorruptError, CheckpointNotFoundError, FileNotFoundError, NotADirectoryError) as error:
             writer = storage.live_writer(directory)
             if storage.identity(directory) == before and writer is None:
@@ -213,11 +231,12 @@ def restore(
         attempt += 1
 
 
-def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: Any) -> Restored:
+def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: Any, shardings: Any) -> Restored:
     """One attempt of :func:`restore`: fails if a writer replaces the checkpoint meanwhile."""
-    if not directory.exists():
+    if not directory.exists() and jax.process_index() == 0:
         # An overwriting save killed between its two renames leaves the previous checkpoint under a
-        # hidden name; put it back (only leftovers of processes that are gone are touched).
+        # hidden name; put it back (only leftovers of processes that are gone are touched; only by
+        # process 0, the only writer of a multi-process run, whose process ids these are).
         try:
             storage.clean_stale(directory.parent, directory.name)
         except OSError:
@@ -256,9 +275,11 @@ def _restore_once(directory: Path, like: Any, model: Layer | None, optimizer: An
             "to see what the checkpoint holds."
         )
     # Every file is read and verified before any value is handed on.
+    places = placement.target_shardings(targets, treedef, shardings)
     layout.check_arrays_directory(directory)
-    values = {p: fmt.read_array(directory, entries[p]) for p, _ in targets}
-    leaves = [target_lib.convert(values[p], entries[p], leaf, p, directory) for p, leaf in targets]
+    values = {p: placement.read(directory, entries[p], place) for (p, _), place in zip(targets, places, strict=True)}
+    leaves = [target_lib.convert(values[p], entries[p], leaf, p, directory, place)
+              for (p, leaf), place in zip(targets, places, strict=True)]
     tree = jax.tree_util.tree_unflatten(treedef, leaves)
     metadata = manifest["metadata"]
     if not isinstance(metadata, dict):

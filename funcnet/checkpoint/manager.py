@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from funcnet.checkpoint import format as fmt
 from funcnet.checkpoint import io, storage
 from funcnet.checkpoint.errors import (
@@ -34,6 +36,10 @@ class CheckpointManager:
     another process pruned first) and restore from it while others save (a restore returns a whole
     checkpoint; one pruned meanwhile gives way to the newer one). Each process prunes by its own
     ``max_to_keep`` and ``best_metric``.
+
+    In a run of several processes (``jax.distributed``), every process creates the manager and
+    calls :meth:`save` with the same tree; process 0 commits and prunes, the others write their
+    shards (see :func:`funcnet.checkpoint.save`).
 
     Args:
         directory: where the checkpoints live (created if missing).
@@ -67,7 +73,8 @@ class CheckpointManager:
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise CheckpointWriteError(f"cannot use checkpoint directory {self.directory}: it is not writable "
                                        "(permission denied or a read-only file system).")
-        storage.clean_stale(self.directory)
+        if jax.process_index() == 0:  # the only writer of a multi-process run: the leftovers' ids are its own
+            storage.clean_stale(self.directory)
 
     # ----------------------------------------------------------------------------------------
     # Finding checkpoints
@@ -135,7 +142,8 @@ class CheckpointManager:
             metadata["metrics"] = dict(metrics)
         path = io.save(self.path(step), tree, metadata=metadata, model=model, input_shape=input_shape,
                        overwrite=overwrite)
-        self._prune(newest=step)
+        if jax.process_index() == 0:
+            self._prune(newest=step)
         return path
 
     def _prune(self, newest: int) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from funcnet import architecture as arch
 from funcnet.checkpoint import format as fmt
+from funcnet.checkpoint import placement
 from funcnet.checkpoint import tree as tree_lib
 from funcnet.checkpoint.errors import CheckpointMismatchError
 from funcnet.core import Layer
@@ -86,23 +86,28 @@ def mismatches(targets: list[tuple[str, Any]], entries: dict[str, dict]) -> list
     return problems
 
 
-def convert(value: np.ndarray, entry: dict, target: Any, path: str, directory: Path) -> Any:
+def convert(value: Any, entry: dict, target: Any, path: str, directory: Path,
+            sharding: jax.sharding.Sharding | None = None) -> Any:
+    """A verified value (a NumPy array, or this process's parts of it) as the target leaf's type, placed
+    with ``sharding`` (None: the default device) when it is a JAX array or key."""
     kind = _spec(target, path)[0]
     if kind.startswith("python:"):
         return fmt.python_type(entry)(value.item())
-    if kind == "key":
-        return jax.random.wrap_key_data(jnp.asarray(value), impl=entry["key_impl"])
     if isinstance(target, np.generic) or (isinstance(target, _Spec) and target.numpy_scalar):
         return value[()]
     if isinstance(target, np.ndarray) or (isinstance(target, _Spec) and target.kind == "numpy"):
         return value
-    if jax.dtypes.canonicalize_dtype(value.dtype) != value.dtype:
+    dtype = np.dtype(value.dtype)
+    if kind != "key" and jax.dtypes.canonicalize_dtype(dtype) != dtype:
         raise CheckpointMismatchError(
-            f"checkpoint {directory}: {path} is a {value.dtype} JAX array, but 64-bit types are disabled here "
+            f"checkpoint {directory}: {path} is a {dtype} JAX array, but 64-bit types are disabled here "
             "and it would be truncated; enable them (jax.config.update('jax_enable_x64', True)) to restore it."
         )
-    sharding = getattr(target, "sharding", None)
-    return jax.device_put(value, sharding) if isinstance(sharding, jax.sharding.Sharding) else jax.device_put(value)
+    if isinstance(value, placement.LocalParts):
+        array = value.global_array()
+    else:
+        array = jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
+    return jax.random.wrap_key_data(array, impl=entry["key_impl"]) if kind == "key" else array
 
 
 def _placeholder(entry: dict) -> Any:
