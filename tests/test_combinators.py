@@ -137,14 +137,15 @@ def test_select_keeps_one_entry_of_a_tuple_or_dict(key):
     assert out_spec == (fn.spec((None, 3)), fn.spec((None, 3)))
     x = np.random.default_rng(0).standard_normal((2, 5, 2)).astype(np.float32)
     (h, c), _ = lstm_state.apply(params, {}, x)
-    outputs, _ = fn.LSTM(3).apply(params["lstm_0"], {}, x)
-    np.testing.assert_array_equal(h, outputs)
+    (_, (expected_h, expected_c)), _ = fn.LSTM(3, return_state=True).apply(params["lstm_0"], {}, x)
+    np.testing.assert_array_equal(h, expected_h)
+    np.testing.assert_array_equal(c, expected_c)
 
 
 @pytest.mark.parametrize(("entry", "spec", "message"), [
     (2, ((None, 2), (None, 1)), r"expected a tuple or list input with an entry at position 2, got 2 entries"),
-    (0, (None, 2), r"expected a tuple or list input with an entry at position 0, got \(N, 2\) float32"
-                   r"(.|\n)*Select\('name'\)"),
+    (0, (None, 2), (r"expected a tuple or list input with an entry at position 0, got \(N, 2\) float32"
+                    r"(.|\n)*Select\('name'\)")),
     ("mask", {"x": (None, 2)}, r"expected a dict input with the key 'mask', got a dict with keys \['x'\]"),
 ])
 def test_select_errors_name_what_it_got(key, entry, spec, message):
