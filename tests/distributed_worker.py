@@ -260,6 +260,17 @@ def training(directory: str) -> dict:
     if jax.process_count() == 1:
         return result
 
+    x, y = data()
+    start_state = initial_state()
+    refused = []
+    for call, args in ((fn.fit, {"y": y, "loss": "sparse_categorical_crossentropy", "verbose": 0}),
+                       (fn.evaluate, {"y": y, "loss": "sparse_categorical_crossentropy"}), (fn.predict, {})):
+        try:
+            call(model(), start_state["params"], start_state["state"], x, mesh=mesh, **args)
+        except ValueError as error:
+            refused.append(str(error))
+    result["refused"] = refused
+
     published = []
     original_publish = storage.publish
 

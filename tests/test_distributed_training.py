@@ -60,3 +60,12 @@ def test_progress_and_the_commit_happen_once(runs):
     assert first["published"] == ["step_000000010"] and second["published"] == []
     logs = [(directory / f"worker_{i}.log").read_text() for i in range(2)]
     assert logs[0].count("step 20: loss") == 2 and "loss" not in logs[1]
+
+
+def test_fit_evaluate_and_predict_with_a_mesh_refuse_several_processes(runs):
+    _, (first, second), _ = runs
+    for result in (first, second):
+        assert len(result["refused"]) == 3
+        for caller, message in zip(("fit", "evaluate", "predict"), result["refused"], strict=True):
+            assert message.startswith(f"{caller}(mesh=...) runs in one process (any number of its devices); this run "
+                                      "has 2 processes. Across processes, loop over make_train_step(..., mesh=mesh)")

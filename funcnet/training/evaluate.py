@@ -57,6 +57,19 @@ def check_mesh_batch_size(batch_size: int, layout: Layout | None, what: str = "b
                          "not full is padded and masked, so the data set's size need not divide.")
 
 
+def check_one_process(layout: Layout | None, caller: str) -> None:
+    """With a mesh, ``fit``, ``evaluate`` and ``predict`` take the whole data set, so they run in one process.
+
+    In a run of several processes each would hold only its own rows, which these functions would
+    take for the whole data set: refused, rather than training on the wrong batches.
+    """
+    if layout is not None and jax.process_count() > 1:
+        raise ValueError(f"{caller}(mesh=...) runs in one process (any number of its devices); this run has "
+                         f"{jax.process_count()} processes. Across processes, loop over "
+                         "make_train_step(..., mesh=mesh) yourself, each process feeding its own rows through "
+                         "fn.sharding.shard_batch (docs/guides/many-hosts.md).")
+
+
 def place_data(tree: Any, layout: Layout | None) -> Any:
     """Data kept on the device(s) for the run: on the default device, or split over the mesh's data axis."""
     return jax.device_put(tree) if layout is None else layout.put_resident(tree)
@@ -129,6 +142,7 @@ def evaluate(model: Layer, params: Params, state: State, x: Any, y: Any, *, loss
     """
     check_batch_size(batch_size)
     layout = make_layout(mesh, data_axis, param_sharding)
+    check_one_process(layout, "evaluate")
     check_mesh_batch_size(batch_size, layout)
     program = build_program(model, loss, None, metrics=metrics, threshold=metric_threshold(loss), reuse=True)
     if loss is None and not program.tracker.metrics:
@@ -159,6 +173,7 @@ def predict(model: Layer, params: Params, state: State, x: Any, *, batch_size: i
     """
     check_batch_size(batch_size)
     layout = make_layout(mesh, data_axis, param_sharding)
+    check_one_process(layout, "predict")
     check_mesh_batch_size(batch_size, layout)
     x = as_arrays(x)
     n = num_examples(x)

@@ -29,6 +29,7 @@ from funcnet.training.evaluate import (
     as_arrays,
     check_batch_size,
     check_mesh_batch_size,
+    check_one_process,
     data_fits,
     loss_display_name,
     metric_threshold,
@@ -170,6 +171,7 @@ def fit(
     _check_arguments(epochs, batch_size, ragged, mode, steps_per_call, max_bad_steps, validation_split,
                      validation_data)
     layout = make_layout(mesh, data_axis, param_sharding)
+    check_one_process(layout, "fit")
     check_mesh_batch_size(batch_size, layout)
     callbacks = as_callbacks(callbacks)
     train_state = _starting_point(resume, params, state, opt_state, key)
