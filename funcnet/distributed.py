@@ -14,7 +14,7 @@
 Call :func:`initialize` first thing in every process, before any other JAX call: afterwards
 ``jax.devices()`` lists the devices of all processes and ``jax.local_devices()`` this one's.
 Each process then runs the same program on its own part of the data (see
-``fn.shard_batch``); checkpoints are written by all of them together and committed once
+``fn.sharding.shard_batch``); checkpoints are written by all of them together and committed once
 (:mod:`funcnet.checkpoint`).
 """
 

@@ -158,12 +158,14 @@ def check_compiled_step_is_data_parallel():
 N_FIT = 50  # examples for fit: a ragged last batch (50 = 3 * 16 + 2) and rows that do not divide by 4
 
 
-def fit_run(mesh, **options):
+def fit_run(mesh, epochs=2, **options):
     """Two epochs of fit (shuffled, SGD, a padded last batch): the FitResult."""
     model = model_with_batchnorm_and_dropout()
     _, params, state = model.init(jax.random.key(0), (None, 4, 3))
+    if options.get("resume") is not None:
+        params = state = None  # the TrainState holds them
     x, y = toy_data(N_FIT)
-    return fn.fit(model, params, state, x, y, loss=LOSS, optimizer="sgd", learning_rate=0.1, epochs=2,
+    return fn.fit(model, params, state, x, y, loss=LOSS, optimizer="sgd", learning_rate=0.1, epochs=epochs,
                   batch_size=BATCH, metrics=["accuracy"], verbose=0, mesh=mesh, **options)
 
 
@@ -185,6 +187,27 @@ def check_fit_matches_one_device_in_scan_and_host_modes():
     compiled = {key[0]: entry._cache_size() for key, entry in fn.training.cache._entries.items()
                 if isinstance(entry, ShardedJit)}
     assert compiled and set(compiled.values()) == {1}, f"compiled more than once per function: {compiled}"
+
+
+def check_fit_resumes_exactly_from_a_sharded_checkpoint():
+    """fit with FSDP, checkpointed after epoch 1, restored from disk and resumed: bit-identical to the
+    uninterrupted run on the same mesh (params, layer and optimizer state, key, loss history)."""
+    import tempfile
+
+    from funcnet import checkpoint as ck
+
+    options = {"mode": "scan", "param_sharding": "fsdp", "key": jax.random.key(5)}
+    whole = fit_run(data_mesh(), **options)
+    with tempfile.TemporaryDirectory() as directory:
+        fit_run(data_mesh(), epochs=1, callbacks=[ck.CheckpointCallback(directory)], **options)
+        restored = ck.CheckpointCallback(directory).restore_latest()
+        assert (restored.epoch, restored.batch) == (1, 0), (restored.epoch, restored.batch)
+        resumed = fit_run(data_mesh(), resume=restored, **{k: v for k, v in options.items() if k != "key"})
+    for name, a, b in (("params", resumed.params, whole.params), ("state", resumed.state, whole.state),
+                       ("opt_state", resumed.opt_state, whole.opt_state)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            assert np.array_equal(np.asarray(x), np.asarray(y)), name
+    assert resumed.history["loss"] == whole.history["loss"][1:], (resumed.history["loss"], whole.history["loss"])
 
 
 def check_fit_scan_holds_1_over_n_of_the_data_and_computes_batch_over_n():

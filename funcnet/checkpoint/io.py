@@ -192,7 +192,7 @@ def restore(
             ``OptState``) when it was saved as one, else of ``optimizer.init(params)``.
         shardings: where JAX leaves go: one ``jax.sharding.Sharding`` for all of them, or a
             pytree of the target's structure with a sharding or None per leaf (e.g.
-            ``fn.param_shardings(like, mesh)``); None takes each ``like`` leaf's ``.sharding``, else
+            ``fn.sharding.param_shardings(like, mesh)``); None takes each ``like`` leaf's ``.sharding``, else
             the default device. Any device count and layout, whatever the saved one; with a
             sharding spread over processes, each process reads only the files its devices need
             (call ``restore`` in every process).
