@@ -113,12 +113,47 @@ def checkpoint(directory: str) -> dict:
     storage.write_file = original_write_file
     fn.distributed.barrier("after the failed save")
     kept = ck.restore(path, like=tree).tree
-    return {"same_w": _parts(same["w"]), "same_b": _parts(same["b"]), "read_same": read_same,
+    agreed = restore_latest_agrees(Path(directory) / "managed", tree)
+    return {**agreed, "same_w": _parts(same["w"]), "same_b": _parts(same["b"]), "read_same": read_same,
             "same_key": np.asarray(jax.random.key_data(same["key"]).addressable_data(0)).tolist(),
             "same_step": same["step"], "same_host": same["host"].tolist(),
             "other_w": _parts(other["w"]), "other_b": _parts(other["b"]), "read_other": read_other,
             "other_shardings": [str(other["w"].sharding.spec), str(other["b"].sharding.spec)],
             "failure": failure, "kept_step": kept["step"], "leftovers": sorted(p.name for p in path.parent.iterdir())}
+
+
+def restore_latest_agrees(directory, tree: dict) -> dict:
+    """Steps 1 and 2 saved; then a shard of step 2 that only process 1 reads is corrupted (by process 1).
+
+    Process 0 alone would restore step 2 and process 1 alone step 1: restore_latest must give the
+    same answer in both, with and without ``fallback``.
+    """
+    import json
+    import warnings
+
+    from funcnet import checkpoint as ck
+    from funcnet.checkpoint import format as fmt
+
+    manager = ck.CheckpointManager(directory, max_to_keep=None)
+    for step in (1, 2):
+        manager.save(step, {**tree, "step": step})
+    if jax.process_index() == 1:
+        manifest = json.loads((manager.path(2) / fmt.MANIFEST).read_text())
+        shard = {e["path"]: e for e in manifest["arrays"]}["['w']"]["shards"][2]  # rows 4:6, on process 1's devices
+        data = bytearray((manager.path(2) / shard["file"]).read_bytes())
+        data[5] ^= 1
+        (manager.path(2) / shard["file"]).write_bytes(bytes(data))
+    fn.distributed.barrier("after the corruption")
+    try:
+        manager.restore_latest(tree)
+        refused = None
+    except ck.CheckpointCorruptError as error:
+        refused = str(error)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fallen_back = manager.restore_latest(tree, fallback=True).tree["step"]
+    return {"latest_refused": refused, "latest_fallback": fallen_back, "latest_warnings": [str(w.message)
+                                                                                          for w in caught]}
 
 
 def train_state() -> dict:

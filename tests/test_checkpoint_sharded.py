@@ -95,6 +95,18 @@ def test_a_failed_write_in_one_process_commits_nothing_anywhere(run):
         assert result["leftovers"] == ["ckpt"]  # process 0 removed the staging directory
 
 
+def test_restore_latest_restores_the_same_step_in_every_process(run):
+    """Step 2 is corrupt in a shard only process 1 reads: both processes refuse it, or both fall back to step 1."""
+    _, results = run
+    for result in results:
+        assert result["latest_refused"] is not None and "its SHA-256 does not match the manifest" in \
+            result["latest_refused"]
+        assert result["latest_fallback"] == 1
+        assert len(result["latest_warnings"]) == 1 and "skipping corrupt checkpoint" in result["latest_warnings"][0]
+        assert "step_000000002" in result["latest_warnings"][0]
+    assert results[0]["latest_refused"].startswith("process 1: ")  # process 0 read nothing wrong itself
+
+
 def test_a_flipped_bit_in_one_shard_names_that_file(run, tmp_path):
     directory, _ = run
     copy = tmp_path / "ckpt"

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import io, storage
+from funcnet.checkpoint import io, multihost, storage
 from funcnet.checkpoint.errors import (
     CheckpointCorruptError,
     CheckpointError,
@@ -164,32 +164,47 @@ class CheckpointManager:
     def restore_latest(self, like: Any = None, *, fallback: bool = False, **kwargs: Any) -> io.Restored | None:
         """Restores the latest checkpoint, or returns None if there is none.
 
+        In a run of several processes, every process restores the same step: process 0 names
+        each candidate, and a checkpoint that any process finds corrupt is skipped (or raised) by
+        all of them, so no process goes on from a different state than the others.
+
         Args:
             like, **kwargs: as for :func:`funcnet.checkpoint.restore`.
             fallback: if the latest checkpoint is corrupt, warn and try the one before, and so on.
                 By default a corrupt latest checkpoint is an error: silently training from an
                 older state is rarely what anyone wants.
         """
-        steps = self.steps()
+        several = jax.process_count() > 1
         skipped: set[int] = set()
         corrupt: list[int] = []
-        while candidates := [step for step in steps if step not in skipped]:
-            step = candidates[-1]
+        while (step := self._candidate(skipped, several)) is not None:
+            restored, error = None, None
             try:
-                return self.restore(step, like, **kwargs)
-            except CheckpointNotFoundError:
+                restored = self.restore(step, like, **kwargs)
+            except CheckpointError as caught:
+                error = caught
+            if several:
+                error = multihost.shared_error(error)
+            if error is None:
+                return restored
+            if isinstance(error, CheckpointNotFoundError):
                 # Pruned by another process since it was listed, which committed a newer one first.
                 skipped.add(step)
-                steps = self.steps()
-            except CheckpointCorruptError as error:
-                if not fallback:
-                    raise
+            elif isinstance(error, CheckpointCorruptError) and fallback:
                 warnings.warn(f"skipping corrupt checkpoint {self.path(step)}: {error}", RuntimeWarning, stacklevel=2)
                 skipped.add(step)
                 corrupt.append(step)
+            else:
+                raise error
         if corrupt:
             raise CheckpointCorruptError(f"every checkpoint in {self.directory} is corrupt (steps {sorted(corrupt)}).")
         return None
+
+    def _candidate(self, skipped: set[int], several: bool) -> int | None:
+        """The newest listed step not yet skipped (process 0's, in every process of a multi-process run)."""
+        candidates = [step for step in self.steps() if step not in skipped]
+        newest = candidates[-1] if candidates else None
+        return multihost.primary_step(newest) if several else newest
 
     def __repr__(self) -> str:
         return (f"CheckpointManager({str(self.directory)!r}, max_to_keep={self.max_to_keep}, "

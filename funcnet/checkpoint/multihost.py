@@ -29,8 +29,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from funcnet.checkpoint import errors, storage
 from funcnet.checkpoint import format as fmt
-from funcnet.checkpoint import storage
 from funcnet.checkpoint.errors import CheckpointWriteError
 
 #: Longest error message passed between processes (longer ones are cut).
@@ -160,3 +160,36 @@ def commit(path: Path, records: list[tuple[dict, list]], manifest: dict, *, over
     if error is not None:
         raise error
     _raise_outcome(outcome, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Restoring: every process restores the same step, or none does
+
+_READ_ERRORS = {kind.__name__: kind for kind in (errors.CheckpointNotFoundError, errors.CheckpointCorruptError,
+                                                 errors.CheckpointVersionError, errors.CheckpointMismatchError,
+                                                 errors.CheckpointBusyError, errors.CheckpointError)}
+
+
+def primary_step(step: int | None) -> int | None:
+    """Process 0's ``step`` (None for none), in every process: the candidate all of them try."""
+    told = multihost_utils.broadcast_one_to_all(np.int64(-1 if step is None else step))
+    return None if int(told) < 0 else int(told)
+
+
+def shared_error(error: errors.CheckpointError | None) -> errors.CheckpointError | None:
+    """The outcome of one restore in every process: None if all succeeded, else an error every process raises.
+
+    A process's own error wins (its message is the most precise); otherwise the first failing
+    process's error is rebuilt with its type, naming that process. A "not found" anywhere comes
+    first: the step was pruned, and the caller moves on to the next one without a warning.
+    """
+    message = "" if error is None else json.dumps({"error": type(error).__name__, "message": str(error)})
+    told = [_decode(np.asarray(m)) for m in multihost_utils.process_allgather(_encode(message))]
+    failures = [(i, json.loads(text)) for i, text in enumerate(told) if text]
+    if not failures:
+        return None
+    missing = [(i, failure) for i, failure in failures if failure["error"] == "CheckpointNotFoundError"]
+    process, failure = (missing or failures)[0]
+    if error is not None and (not missing or isinstance(error, errors.CheckpointNotFoundError)):
+        return error
+    return _READ_ERRORS.get(failure["error"], errors.CheckpointError)(f"process {process}: {failure['message']}")
